@@ -1,0 +1,1 @@
+//! Kubernetes API types of podrestore (`podrestore.io/v1alpha1`).

@@ -1,0 +1,53 @@
+//! Subcommands of `podrestore-agent`. Each lives in its own module with its own
+//! clap `Args` and a `run` function; this module only dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod checkpoint;
+mod inspect;
+mod plan;
+mod restore;
+mod serve;
+
+/// Restore CRIU checkpoints into pods, following runc's restore rules.
+#[derive(Debug, Parser)]
+#[command(name = "podrestore-agent", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CRIU restore request the agent would send, as JSON.
+    Plan(plan::Args),
+    /// Checkpoint a process tree into a checkpoint archive.
+    Checkpoint(checkpoint::Args),
+    /// Restore a checkpoint archive into existing namespaces.
+    Restore(restore::Args),
+    /// Print what a checkpoint archive holds.
+    Inspect(inspect::Args),
+    /// Run the agent's gRPC service for the operator.
+    Serve(serve::Args),
+}
+
+/// Runs the chosen subcommand and maps its outcome to the process exit status:
+/// errors go to stderr as one line each and exit with status 1.
+pub fn run(args: Args) -> ExitCode {
+    let result = match args.command {
+        Command::Plan(a) => plan::run(a),
+        Command::Checkpoint(a) => checkpoint::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Serve(a) => serve::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

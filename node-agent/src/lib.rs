@@ -1,0 +1,1 @@
+//! The podrestore node agent.

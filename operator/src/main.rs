@@ -1,0 +1,3 @@
+//! The podrestore operator.
+
+fn main() {}
