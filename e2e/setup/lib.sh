@@ -122,6 +122,7 @@ apt_private() {
         -o "Dir::State::Lists=$dir/lists" \
         -o "Dir::Cache=$dir/cache" \
         -o "APT::Get::List-Cleanup=0" \
+        -o "APT::Sandbox::User=root" \
         -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false" \
         -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false" \
         -o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false" \
@@ -132,7 +133,11 @@ apt_private_update() {
     local suite=$1 dir
     dir=$(_apt_private_dir "$suite")
     log "refreshing the private package lists of Debian $suite"
-    apt_private "$suite" update >&2
+    # Setup scripts may run side by side; apt would fail, not wait, on the lists lock.
+    (
+        flock 9
+        apt_private "$suite" update >&2
+    ) 9>"$dir/lock.setup"
     touch "$dir/updated"
 }
 
@@ -180,7 +185,10 @@ _apt_private_download_one() {
         log "cached: $debs/$file"
     else
         log "downloading $spec from Debian $suite"
-        (cd "$debs" && apt_private "$suite" download "$spec" >&2) || die "download of $spec from Debian $suite failed"
+        (
+            flock 9
+            cd "$debs" && apt_private "$suite" download "$spec" >&2
+        ) 9>"$debs/.lock" || die "download of $spec from Debian $suite failed"
         sha256_ok "$debs/$file" "$sum" || die "checksum mismatch for $debs/$file"
     fi
     printf '%s\n' "$debs/$file"
