@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every podrestore test on this machine, as root: installs what is missing,
+# checks formatting and lints, runs the unit and integration tests against the real
+# CRIU, fuzzes the archive reader for a bounded time, then brings up the local
+# cluster and runs the end-to-end scenarios against it. The cluster is taken down
+# again on every exit path.
+#
+# Environment:
+#   PODRESTORE_CACHE   where builds and downloads are cached (default /var/cache/podrestore)
+#   PODRESTORE_FUZZ_SECONDS  how long the archive fuzzer runs (default 60)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+export PODRESTORE_CACHE=${PODRESTORE_CACHE:-/var/cache/podrestore}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PODRESTORE_CACHE/cargo-target}
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$HOME/.cargo/bin:/usr/local/go/bin:$PATH
+fuzz_seconds=${PODRESTORE_FUZZ_SECONDS:-60}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "e2e/test.sh needs root: the tests create namespaces, run CRIU and a kubelet" >&2
+    exit 1
+fi
+
+started=$(date +%s)
+step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
+
+step "installing what is missing (cached under $PODRESTORE_CACHE)"
+"$here/setup/all.sh"
+
+step "formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and integration tests (real CRIU)"
+cargo test --workspace --exclude podrestore-e2e --locked
+
+if [ -x node-agent/fuzz/run.sh ]; then
+    step "fuzzing the archive reader for ${fuzz_seconds}s"
+    node-agent/fuzz/run.sh "$fuzz_seconds"
+fi
+
+step "bringing up the local cluster"
+cleanup() {
+    status=$?
+    step "taking the local cluster down"
+    "$here/cluster" down || status=1
+    exit "$status"
+}
+trap cleanup EXIT
+"$here/cluster" up
+eval "$("$here/cluster" env)"
+
+step "end-to-end scenarios on the local cluster"
+cargo test -p podrestore-e2e --locked -- --test-threads=1
+
+step "all tests passed"
