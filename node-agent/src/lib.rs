@@ -1,1 +1,4 @@
 //! The podrestore node agent.
+pub mod criu;
+pub mod namespaces;
+pub mod sys;
