@@ -1,4 +1,5 @@
 //! The podrestore node agent.
+pub mod archive;
 pub mod criu;
 pub mod namespaces;
 pub mod sys;
