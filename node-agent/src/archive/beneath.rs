@@ -141,9 +141,19 @@ fn open_dir(
                 }
             }
             Err(Errno::EAGAIN) => {}
+            // O_NOFOLLOW with O_DIRECTORY reports a symbolic link as "not a
+            // directory"; say which it is.
+            Err(Errno::ENOTDIR) if is_symlink_at(dirfd, name) => {
+                return Err(lookup_error(entry, Errno::ELOOP));
+            }
             Err(e) => return Err(lookup_error(entry, e)),
         }
     }
+}
+
+fn is_symlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    matches!(lstat_at(dir, name), Ok(Some(st))
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
 }
 
 /// Creates a new regular file `name` in `dir`; never opens an existing one.

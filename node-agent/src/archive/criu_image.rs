@@ -66,6 +66,7 @@ struct TaskCoreEntry {
 
 /// `inventory_entry` (`images/inventory.proto`), the fields shown.
 #[derive(Clone, PartialEq, Message, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Inventory {
     /// Image format version.
     #[prost(uint32, optional, tag = "1")]
@@ -84,6 +85,7 @@ struct StatsEntry {
 
 /// `dump_stats_entry`: how long the dump took and how much memory it wrote.
 #[derive(Clone, PartialEq, Message, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DumpStats {
     /// Microseconds spent freezing the tree.
     #[prost(uint32, optional, tag = "1")]
@@ -202,6 +204,7 @@ pub fn parse_core_comm(file: &str, data: &[u8]) -> Result<Option<String>, Metada
 
 /// One process of the checkpointed tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProcessInfo {
     /// Pid in the checkpointed pid namespace.
     pub pid: u32,

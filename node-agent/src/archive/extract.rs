@@ -18,6 +18,8 @@ use nix::sys::stat::{Mode, mkdirat};
 use super::beneath::{Beneath, create_file, entry_io, is_dir, lookup_error, lstat_at};
 use super::input::ArchiveDigest;
 use super::limits::Limits;
+use super::metadata::CheckpointMetadata;
+use super::policy::{self, MountReview};
 use super::walk::{Entry, EntryCounts, Layout, Sink, walk};
 use super::{ArchiveError, copy_entry_data};
 
@@ -28,6 +30,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// A checkpoint archive extracted to disk.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Extracted {
     /// The directory the archive was extracted into (mode 0700).
     pub root: PathBuf,
@@ -50,14 +53,57 @@ pub fn extract<R: Read>(
     match extract_into(archive, dest, limits) {
         Ok(extracted) => Ok(extracted),
         Err(err) => {
-            // Nothing in the tree is a symlink (none is ever created), and
-            // remove_dir_all does not follow them anyway. A failure to clean
-            // up must not hide why extraction failed.
-            if let Err(cleanup) = fs::remove_dir_all(dest) {
-                tracing::warn!(path = %dest.display(), error = %cleanup, "removing a partly extracted checkpoint failed");
-            }
+            remove_quietly(dest);
             Err(err)
         }
+    }
+}
+
+/// A checkpoint extracted, its metadata read and its mounts reviewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractedCheckpoint {
+    /// Where and what was extracted.
+    pub extracted: Extracted,
+    /// `config.dump`, `spec.dump`, `descriptors.json`, `deleted.files`.
+    pub metadata: CheckpointMetadata,
+    /// The bind mounts the restore must map to the target's mounts.
+    pub mounts: MountReview,
+}
+
+/// What a restore calls: [`extract_file`], then
+/// [`CheckpointMetadata::from_dir`], then the mount and device policy
+/// ([`policy::review`]). Any failure removes `dest` again.
+pub fn extract_checkpoint(
+    archive: &Path,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<ExtractedCheckpoint, ArchiveError> {
+    let extracted = extract_file(archive, dest, limits)?;
+    let checked = (|| {
+        let metadata = CheckpointMetadata::from_dir(dest, limits)?;
+        let mounts = policy::review(&metadata.spec);
+        mounts.ensure_restorable()?;
+        Ok::<_, ArchiveError>((metadata, mounts))
+    })();
+    match checked {
+        Ok((metadata, mounts)) => Ok(ExtractedCheckpoint {
+            extracted,
+            metadata,
+            mounts,
+        }),
+        Err(err) => {
+            remove_quietly(dest);
+            Err(err)
+        }
+    }
+}
+
+fn remove_quietly(dest: &Path) {
+    // Nothing in the tree is a symlink (none is ever created), and
+    // remove_dir_all does not follow them anyway. A failure to clean up must
+    // not hide why extraction failed.
+    if let Err(cleanup) = fs::remove_dir_all(dest) {
+        tracing::warn!(path = %dest.display(), error = %cleanup, "removing a partly extracted checkpoint failed");
     }
 }
 

@@ -91,6 +91,7 @@ pub struct SkippedEntry {
 
 /// What applying a layer did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LayerReport {
     /// SHA-256 and size of the layer file.
     pub digest: ArchiveDigest,

@@ -153,7 +153,11 @@ pub struct SpecProcess {
     #[serde(default)]
     pub cwd: String,
     /// Number of environment variables.
-    #[serde(default, rename = "env", deserialize_with = "count_strings")]
+    #[serde(
+        default,
+        rename(deserialize = "env", serialize = "envCount"),
+        deserialize_with = "count_strings"
+    )]
     pub env_count: usize,
     /// Whether the process had a terminal.
     #[serde(default)]
@@ -298,6 +302,7 @@ impl fmt::Display for Engine {
 /// Which pod and container the checkpoint came from, from `spec.dump`'s
 /// annotations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodIdentity {
     /// The runtime that wrote the annotations.
     pub engine: Engine,

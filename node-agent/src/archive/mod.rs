@@ -43,7 +43,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 pub use entry_path::{EntryName, EntryPath, PathProblem};
-pub use extract::{DIR_MODE, Extracted, FILE_MODE, extract, extract_file};
+pub use extract::{
+    DIR_MODE, Extracted, ExtractedCheckpoint, FILE_MODE, extract, extract_checkpoint, extract_file,
+};
 pub use input::ArchiveDigest;
 pub use limits::{Limits, NAME_MAX};
 pub use walk::EntryCounts;
@@ -218,6 +220,9 @@ pub enum ArchiveError {
     /// A metadata file or CRIU image is missing or malformed.
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    /// `spec.dump` asks for more than a restore grants.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
     /// An extra file name for the writer that is not one plain component or
     /// is reserved.
     #[error(

@@ -55,6 +55,7 @@ pub const DEFAULT_CHAR_DEVICES: &[(i64, Option<i64>)] = &[
 
 /// A bind mount of the checkpointed container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BindMount {
     /// Where it was mounted in the container.
     pub destination: String,
@@ -64,7 +65,11 @@ pub struct BindMount {
 
 /// Something in `spec.dump` a restore will not grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Finding {
     /// A mount of a file system type the runtime does not create itself.
     UnknownMountType {
@@ -140,6 +145,7 @@ impl fmt::Display for Finding {
 
 /// The outcome of reviewing a `spec.dump`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MountReview {
     /// Bind mounts, by destination, in spec order. The restore must find a
     /// mount of the target container at each destination.

@@ -26,6 +26,7 @@ use super::walk::{Entry, EntryCounts, Layout, Sink, walk};
 
 /// Sizes of the parts of a checkpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Sizes {
     /// All files below `checkpoint/` (CRIU's images).
     pub checkpoint_bytes: u64,
@@ -39,6 +40,7 @@ pub struct Sizes {
 
 /// Everything `inspect` shows.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ArchiveSummary {
     /// SHA-256 and size of the archive file.
     pub archive: ArchiveDigest,
@@ -117,7 +119,9 @@ impl ScanSink {
             names::CONFIG_DUMP | names::SPEC_DUMP | names::DESCRIPTORS => {
                 Some(Keep::Whole(self.limits.max_metadata_bytes))
             }
-            names::DUMP_LOG => Some(Keep::Head(LOG_HEAD_BYTES)),
+            // Runtimes move CRIU's log next to config.dump; a bare image
+            // directory has it inside.
+            names::DUMP_LOG | "checkpoint/dump.log" => Some(Keep::Head(LOG_HEAD_BYTES)),
             "stats-dump"
             | "checkpoint/stats-dump"
             | "checkpoint/pstree.img"
@@ -201,9 +205,11 @@ fn build(
     let descriptors = take(names::DESCRIPTORS)
         .map(|b| metadata::parse_descriptors(&b))
         .transpose()?;
-    let criu_version = spec
-        .criu_version()
-        .or_else(|| take(names::DUMP_LOG).and_then(|log| metadata::criu_version_from_log(&log)));
+    let criu_version = spec.criu_version().or_else(|| {
+        take(names::DUMP_LOG)
+            .or_else(|| take("checkpoint/dump.log"))
+            .and_then(|log| metadata::criu_version_from_log(&log))
+    });
     let inventory_bytes = take("checkpoint/inventory.img");
     let stats_bytes = take("stats-dump").or_else(|| take("checkpoint/stats-dump"));
     let pstree_bytes = take("checkpoint/pstree.img");

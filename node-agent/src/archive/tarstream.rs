@@ -446,7 +446,13 @@ fn numeric(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
 /// Checks the header checksum; both the unsigned sum (POSIX) and the signed
 /// sum (old Unix tars) are accepted.
 fn verify_checksum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
-    let stored = numeric(&block[148..156], offset, "checksum")?;
+    let mismatch = || {
+        malformed(
+            offset,
+            "header checksum mismatch (not a tar archive, or corrupt)",
+        )
+    };
+    let stored = numeric(&block[148..156], offset, "checksum").map_err(|_| mismatch())?;
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &b) in block.iter().enumerate() {
@@ -457,10 +463,7 @@ fn verify_checksum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
     if stored == unsigned || i64::try_from(stored).is_ok_and(|s| s == signed) {
         Ok(())
     } else {
-        Err(malformed(
-            offset,
-            "header checksum mismatch (not a tar archive, or corrupt)",
-        ))
+        Err(mismatch())
     }
 }
 
