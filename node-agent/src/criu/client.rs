@@ -239,7 +239,7 @@ impl Criu {
                         err
                     } else {
                         CriuError::WithLog {
-                            source: Box::new(err),
+                            error: Box::new(err),
                             log: quote,
                         }
                     }
@@ -267,9 +267,9 @@ impl Criu {
         let mut files = Vec::with_capacity(inherit.len() + 1);
         files.push(server.as_fd());
         files.extend_from_slice(inherit);
-        let mut child = process::spawn(command, &files).map_err(|source| CriuError::Spawn {
+        let mut child = process::spawn(command, &files).map_err(|cause| CriuError::Spawn {
             binary: self.binary.clone(),
-            source,
+            cause,
         })?;
         // Command keeps copies of the stdio fds until it is dropped (inside
         // spawn); the server end must go too, so CRIU's exit reads as EOF here.

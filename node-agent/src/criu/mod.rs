@@ -28,16 +28,16 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum CriuError {
     /// The CRIU binary could not be started.
-    #[error("cannot start {binary}: {source}", binary = .binary.display())]
+    #[error("cannot start {binary}: {cause}", binary = .binary.display())]
     Spawn {
         /// The binary run.
         binary: PathBuf,
         /// Why it did not start.
-        source: io::Error,
+        cause: io::Error,
     },
-    /// A socket call on the RPC channel failed.
+    /// A socket or wait call on the RPC channel failed.
     #[error("criu rpc: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// CRIU closed the channel before answering (runc's wording).
     #[error("unexpected EOF")]
     UnexpectedEof,
@@ -69,10 +69,10 @@ pub enum CriuError {
     MissingFeatures(Vec<&'static str>),
     /// An error that happened while CRIU worked on a request, with the lines
     /// around each error in CRIU's log file appended.
-    #[error("{source}{log}")]
+    #[error("{error}{log}")]
     WithLog {
         /// The error.
-        source: Box<CriuError>,
+        error: Box<CriuError>,
         /// Quoted log lines, each starting with a newline.
         log: String,
     },
@@ -82,8 +82,14 @@ impl CriuError {
     /// The error itself, without any log quote around it.
     pub fn inner(&self) -> &CriuError {
         match self {
-            Self::WithLog { source, .. } => source.inner(),
+            Self::WithLog { error, .. } => error.inner(),
             other => other,
         }
+    }
+}
+
+impl From<io::Error> for CriuError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
     }
 }
