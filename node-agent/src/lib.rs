@@ -2,4 +2,5 @@
 pub mod archive;
 pub mod criu;
 pub mod namespaces;
+pub mod service;
 pub mod sys;
