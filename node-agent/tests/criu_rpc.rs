@@ -10,12 +10,15 @@ mod common;
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
+use podrestore_agent::criu::ops::{self, DumpRequest, RestoreRequest};
 use podrestore_agent::criu::options::{
     DumpOptions, RestoreOptions, RestorePlan, dump_opts, restore_plan,
 };
@@ -91,35 +94,35 @@ impl podrestore_agent::criu::NotifyHandler for Recorder {
     }
 }
 
-fn dump(criu: &Criu, source: &Sandbox, pid: i32, images: &File) -> Vec<(String, i32)> {
+/// Dumps `pid` out of `source` with runc's options (ops::dump), returning the
+/// notifications seen.
+fn dump(criu: &Criu, source: &Sandbox, pid: i32, images: &Path) -> Vec<(String, i32)> {
     let version = criu.version().unwrap().number();
-    let mut opts = dump_opts(
-        &Host,
-        version,
-        &pod_namespaces(source),
-        &DumpOptions {
-            pid,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let options = DumpOptions {
+        pid,
+        ..Default::default()
+    };
     // runc's externals: the source's own net and pid namespaces by inode.
-    assert_eq!(opts.external.len(), 2, "{:?}", opts.external);
-    assert!(opts.external[0].starts_with("net[") && opts.external[0].ends_with("]:extRootNetNS"));
-    assert!(opts.external[1].starts_with("pid[") && opts.external[1].ends_with("]:extRootPidNS"));
-    opts.images_dir_fd = images.as_raw_fd();
+    let opts = dump_opts(&Host, version, &pod_namespaces(source), &options).unwrap();
+    let inode = |kind: &str| std::fs::metadata(source.ns_path(kind)).unwrap().ino();
+    assert_eq!(
+        opts.external,
+        [
+            format!("net[{}]:extRootNetNS", inode("net")),
+            format!("pid[{}]:extRootPidNS", inode("pid")),
+        ]
+    );
     let mut recorder = Recorder {
         seen: Vec::new(),
         fail_at: None,
     };
-    criu.dump(
-        CriuCall {
-            opts,
-            ..Default::default()
-        },
-        &mut recorder,
-    )
-    .unwrap();
+    let request = DumpRequest {
+        images_dir: images.to_owned(),
+        work_dir: None,
+        namespaces: pod_namespaces(source),
+        options,
+    };
+    ops::dump(criu, version, request, &mut recorder).unwrap();
     recorder.seen
 }
 
@@ -170,8 +173,6 @@ fn dump_and_restore_into_another_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let counter = dir.path().join("count");
     let images_path = dir.path().join("images");
-    std::fs::create_dir(&images_path).unwrap();
-    let images = File::open(&images_path).unwrap();
 
     let a = Sandbox::new();
     let b = Sandbox::new();
@@ -181,7 +182,11 @@ fn dump_and_restore_into_another_sandbox() {
         (read_counter(&counter) >= 3).then_some(())
     });
 
-    let dumped = dump(&criu, &a, workload.pid, &images);
+    let dumped = dump(&criu, &a, workload.pid, &images_path);
+    // runc's descriptors.json: the workload's stdio was /dev/null.
+    let descriptors = std::fs::read_to_string(images_path.join("descriptors.json")).unwrap();
+    assert_eq!(descriptors, r#"["/dev/null","/dev/null","/dev/null"]"#);
+    let images = File::open(&images_path).unwrap();
     assert!(
         dumped.iter().any(|(s, _)| s == "post-dump"),
         "no post-dump notification: {dumped:?}"
@@ -232,14 +237,19 @@ fn dump_and_restore_into_another_sandbox() {
         || (common::processes_in_pidns(&b_pidns) == [b.init]).then_some(()),
     );
 
-    // The real restore.
-    let plan = plan_into(&b, version);
+    // The real restore, the whole call at once.
     let mut recorder = Recorder {
         seen: Vec::new(),
         fail_at: None,
     };
-    let pid = restore(&criu, &plan, &images, &mut recorder).unwrap();
-    drop(plan);
+    let request = RestoreRequest {
+        images_dir: images_path.clone(),
+        namespaces: pod_namespaces(&b),
+        ..Default::default()
+    };
+    let pid = ops::restore(&criu, version, request, &mut recorder)
+        .unwrap()
+        .pid;
     let scripts: Vec<&str> = recorder.seen.iter().map(|(s, _)| s.as_str()).collect();
     assert!(scripts.contains(&"post-restore"), "{scripts:?}");
     let post_restore_pid = recorder
@@ -311,4 +321,41 @@ fn restore_refuses_a_cgroup_namespace_path_before_running_criu() {
         err.to_string(),
         "Do not know how to handle namespace NEWCGROUP"
     );
+}
+
+#[test]
+fn listening_tcp_socket_answers_in_the_target() {
+    let criu = criu();
+    let version = criu.version().unwrap().number();
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    a.loopback_up();
+    b.loopback_up();
+    let server = a.spawn(&common::tcp_server_script(8080));
+    let first = wait_for("the server in A", Duration::from_secs(10), || a.ask(8080));
+    assert_eq!(first, "hello 1");
+
+    dump(&criu, &a, server.pid, &images);
+    server.reap();
+    assert_eq!(a.ask(8080), None, "the server still answers in A");
+
+    let request = RestoreRequest {
+        images_dir: images,
+        namespaces: pod_namespaces(&b),
+        ..Default::default()
+    };
+    let mut recorder = Recorder {
+        seen: Vec::new(),
+        fail_at: None,
+    };
+    let pid = ops::restore(&criu, version, request, &mut recorder)
+        .unwrap()
+        .pid;
+    // Same process state: the connection count goes on from A.
+    assert_eq!(b.ask(8080).as_deref(), Some("hello 2"));
+    assert_eq!(common::ns_id(pid, "net"), b.ns_id("net"));
+    assert_eq!(a.ask(8080), None);
+    assert!(matches!(kill_and_reap(pid), WaitStatus::Signaled(..)));
 }

@@ -6,10 +6,12 @@
 //! - [`options`]: the `criu_opts` of runc's RESTORE and DUMP requests.
 //! - [`json`]: a request's options as JSON keyed by rpc.proto field names.
 //! - [`log`]: the lines around each error in CRIU's log file.
+//! - [`ops`]: whole DUMP and RESTORE calls on an images directory.
 
 pub mod client;
 pub mod json;
 pub mod log;
+pub mod ops;
 pub mod options;
 pub mod version;
 

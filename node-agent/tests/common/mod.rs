@@ -175,6 +175,49 @@ impl Sandbox {
         ns_id(self.init, kind)
     }
 
+    /// Brings the loopback interface up in the sandbox's network namespace.
+    pub fn loopback_up(&self) {
+        let status = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.init.to_string(),
+                "-n",
+                "ip",
+                "link",
+                "set",
+                "lo",
+                "up",
+            ])
+            .status()
+            .expect("cannot run nsenter/ip (iproute2)");
+        assert!(status.success(), "ip link set lo up: {status}");
+    }
+
+    /// Connects to 127.0.0.1:`port` from inside the sandbox's network namespace
+    /// and returns the first line the server sends, or `None` if it cannot.
+    pub fn ask(&self, port: u16) -> Option<String> {
+        let client = format!(
+            "import socket\n\
+             s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n\
+             print(s.makefile().readline().strip())"
+        );
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.init.to_string(),
+                "-n",
+                "/usr/bin/python3",
+                "-c",
+                &client,
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .expect("cannot run nsenter");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Starts `script` under `sh` inside the sandbox's pid, net, ipc and uts
     /// namespaces, as the leader of its own session (like a container process).
     pub fn spawn(&self, script: &str) -> Workload {
@@ -187,8 +230,10 @@ impl Sandbox {
             .spawn()
             .expect("cannot run nsenter (util-linux)");
         let id = nsenter.id();
+        // nsenter forks once into the PID namespace; setsid and sh exec in place,
+        // so that child's PID is the workload's whatever it runs by now.
         let pid = wait_for("the workload", Duration::from_secs(10), || {
-            children(id).into_iter().find(|&pid| comm(pid) == "sh")
+            children(id).into_iter().next()
         });
         Workload { nsenter, pid }
     }
@@ -238,4 +283,24 @@ pub fn read_counter(file: &Path) -> u64 {
     wait_for("the counter file", Duration::from_secs(10), || {
         fs::read_to_string(file).ok()?.trim().parse().ok()
     })
+}
+
+/// A shell command running a TCP server on 127.0.0.1:`port` that answers each
+/// connection with `hello <n>` (n counting connections) and closes it.
+pub fn tcp_server_script(port: u16) -> String {
+    format!(
+        "exec /usr/bin/python3 -c '
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"127.0.0.1\", {port}))
+s.listen()
+n = 0
+while True:
+    c, _ = s.accept()
+    n += 1
+    c.sendall(b\"hello %d\\n\" % n)
+    c.close()
+'"
+    )
 }
