@@ -2,5 +2,6 @@
 pub mod archive;
 pub mod criu;
 pub mod namespaces;
+pub mod sandbox;
 pub mod service;
 pub mod sys;
