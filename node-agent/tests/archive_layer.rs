@@ -237,6 +237,28 @@ fn whiteouts_remove_below_the_root_only() {
 }
 
 #[test]
+fn whiteouts_cannot_name_the_directory_or_its_parent() {
+    let scratch = setup();
+    let root = scratch.path().join("root");
+    fs::create_dir(root.join("d")).expect("mkdir");
+    fs::write(root.join("d/keep"), b"x").expect("write");
+    for (name, shown) in [
+        ("d/.wh..", r#""d/.wh..""#),
+        ("d/.wh...", r#""d/.wh...""#),
+        ("d/.wh.", r#""d/.wh.""#),
+    ] {
+        let mut tar = RawTar::new();
+        tar.file(name, b"");
+        refused(
+            &scratch,
+            &tar.finish(),
+            &format!("archive entry {shown} is a whiteout that names no removable entry"),
+        );
+    }
+    assert!(root.join("d/keep").exists());
+}
+
+#[test]
 fn modes_owners_and_gzip() {
     use flate2::{Compression, write::GzEncoder};
     let scratch = setup();

@@ -18,6 +18,25 @@ pub struct ArchiveDigest {
     pub size: u64,
 }
 
+/// SHA-256 and size of whatever `reader` yields, in one pass (for an
+/// archive received or written elsewhere; extraction and the writer compute
+/// the same digest on the way).
+pub fn digest_reader<R: Read>(reader: R) -> Result<ArchiveDigest, ArchiveError> {
+    let mut hashing = HashingReader::new(reader, u64::MAX);
+    io::copy(&mut hashing, &mut io::sink()).map_err(ArchiveError::from_read)?;
+    Ok(hashing.finish())
+}
+
+/// [`digest_reader`] for a file on disk.
+pub fn digest_file(path: &std::path::Path) -> Result<ArchiveDigest, ArchiveError> {
+    let file = std::fs::File::open(path).map_err(|source| ArchiveError::Io {
+        action: "opening archive",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    digest_reader(std::io::BufReader::with_capacity(READ_BUFFER, file))
+}
+
 /// Marker carried inside an `io::Error` when the archive is longer than
 /// [`super::Limits::max_archive_bytes`].
 #[derive(Debug)]
@@ -152,6 +171,14 @@ mod tests {
         let mut first = [0u8; 3];
         decoded.read_exact(&mut first).expect("reads");
         let digest = decoded.finish().expect("finishes");
+        assert_eq!(digest.size, data.len() as u64);
+        assert_eq!(digest.sha256, hex::encode(Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn digest_of_a_reader() {
+        let data = vec![7u8; 3 * READ_BUFFER + 5];
+        let digest = digest_reader(&data[..]).expect("digests");
         assert_eq!(digest.size, data.len() as u64);
         assert_eq!(digest.sha256, hex::encode(Sha256::digest(&data)));
     }

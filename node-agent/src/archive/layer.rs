@@ -115,6 +115,7 @@ pub fn apply_layer<R: Read>(
 ) -> Result<LayerReport, ArchiveError> {
     let mut sink = LayerSink {
         dir: Beneath::open(root)?,
+        limits: limits.clone(),
         options: options.clone(),
         created: HashSet::new(),
         whiteouts: 0,
@@ -180,6 +181,7 @@ pub fn remove_deleted_files(
 
 struct LayerSink {
     dir: Beneath,
+    limits: Limits,
     options: LayerOptions,
     /// Paths this layer created, which an opaque marker must keep.
     created: HashSet<Vec<OsString>>,
@@ -227,6 +229,11 @@ impl LayerSink {
             }
         } else {
             let target = OsStr::from_bytes(&bytes[WHITEOUT_PREFIX.len()..]).to_os_string();
+            if matches!(target.as_bytes(), b"" | b"." | b"..") {
+                return Err(ArchiveError::BadWhiteout {
+                    entry: entry.name.clone(),
+                });
+            }
             // `.wh..wh.*` other than the opaque marker is AUFS bookkeeping.
             if target.as_bytes().starts_with(WHITEOUT_PREFIX) {
                 return Ok(true);
@@ -360,7 +367,7 @@ impl Sink for LayerSink {
                 Ok(())
             }
             EntryKind::Hardlink => {
-                let target = link_target(entry)?;
+                let target = link_target(entry, &self.limits)?;
                 let Some(target_name) = target.file_name() else {
                     return Err(bad_hardlink(entry));
                 };
@@ -422,10 +429,9 @@ fn bad_hardlink(entry: &Entry) -> ArchiveError {
 
 /// Hard link targets are archive paths (relative to the root), checked like
 /// entry paths.
-fn link_target(entry: &Entry) -> Result<EntryPath, ArchiveError> {
-    let limits = Limits::default();
+fn link_target(entry: &Entry, limits: &Limits) -> Result<EntryPath, ArchiveError> {
     let raw = &entry.header.link;
-    EntryPath::parse(raw, &limits).map_err(|problem| ArchiveError::Path {
+    EntryPath::parse(raw, limits).map_err(|problem| ArchiveError::Path {
         entry: EntryName(raw.clone()),
         problem,
     })

@@ -46,7 +46,7 @@ pub use entry_path::{EntryName, EntryPath, PathProblem};
 pub use extract::{
     DIR_MODE, Extracted, ExtractedCheckpoint, FILE_MODE, extract, extract_checkpoint, extract_file,
 };
-pub use input::ArchiveDigest;
+pub use input::{ArchiveDigest, digest_file, digest_reader};
 pub use limits::{Limits, NAME_MAX};
 pub use walk::EntryCounts;
 
@@ -154,6 +154,13 @@ pub enum ArchiveError {
         entry: EntryName,
         /// The link target.
         target: EntryName,
+    },
+    /// A whiteout naming nothing (`.wh.`), the directory itself or its
+    /// parent.
+    #[error("archive entry {entry} is a whiteout that names no removable entry")]
+    BadWhiteout {
+        /// The entry.
+        entry: EntryName,
     },
     /// A device or named pipe in a layer applied with [`layer::Specials::Refuse`].
     #[error("archive entry {entry} is a {kind}; device nodes and named pipes are not created")]

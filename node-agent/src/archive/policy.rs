@@ -208,14 +208,14 @@ pub fn review(spec: &SpecDump) -> MountReview {
         let is_bind = mount.kind.as_deref() == Some("bind")
             || mount.options.iter().any(|o| o == "bind" || o == "rbind");
         if is_bind {
-            if let Some(source) = mount.source.as_deref() {
-                if is_device_source(source) {
-                    review.findings.push(Finding::DeviceBind {
-                        destination,
-                        source: source.to_string(),
-                    });
-                    continue;
-                }
+            if let Some(source) = mount.source.as_deref()
+                && is_device_source(source)
+            {
+                review.findings.push(Finding::DeviceBind {
+                    destination,
+                    source: source.to_string(),
+                });
+                continue;
             }
             review.bind_mounts.push(BindMount {
                 destination,

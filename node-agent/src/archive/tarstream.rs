@@ -534,7 +534,10 @@ mod tests {
         b[148..156].copy_from_slice(text.as_bytes());
     }
 
-    fn entries(data: &[u8]) -> Result<Vec<(String, EntryKind, u64, Vec<u8>)>, ArchiveError> {
+    /// Path, kind, size and data of each entry.
+    type Listed = (String, EntryKind, u64, Vec<u8>);
+
+    fn entries(data: &[u8]) -> Result<Vec<Listed>, ArchiveError> {
         let mut stream = TarStream::new(data, 100, 4096);
         let mut out = Vec::new();
         while let Some(h) = stream.next_header()? {

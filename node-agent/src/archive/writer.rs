@@ -135,10 +135,10 @@ pub fn write_archive_file(
             .map_err(|source| write_error("syncing", source))?;
         Ok(digest)
     })();
-    if result.is_err() {
-        if let Err(e) = fs::remove_file(path) {
-            tracing::warn!(path = %path.display(), error = %e, "removing a partly written archive failed");
-        }
+    if result.is_err()
+        && let Err(e) = fs::remove_file(path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "removing a partly written archive failed");
     }
     result
 }
