@@ -213,11 +213,14 @@ fn interrupted(err: Option<&EngineError>) -> Failure {
     }
 }
 
-/// The idempotency fingerprint: everything the PodRestore's spec decides. The target's
-/// container ID is left out because the operator reads it from the pod's status each time.
+/// The idempotency fingerprint: what the PodRestore's spec decides. The target's pod UID,
+/// container name and container ID are left out: the operator resolves them from the pod
+/// when it starts, and may no longer be able to when it resumes (the pod may be gone).
 fn fingerprint(request: &pb::RestoreRequest) -> String {
     let mut stable = request.clone();
     if let Some(target) = stable.target.as_mut() {
+        target.pod_uid.clear();
+        target.container_name.clear();
         target.container_id.clear();
     }
     hex::encode(Sha256::digest(stable.encode_to_vec()))

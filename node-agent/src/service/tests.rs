@@ -267,17 +267,20 @@ async fn concurrent_requests_share_one_restore() {
 }
 
 #[tokio::test]
-async fn the_container_id_may_change_but_nothing_else() {
+async fn resolved_target_details_may_change_but_nothing_else() {
     let fx = fixture();
     let engine = Arc::new(FakeEngine::default());
     let svc = service(&fx, engine.clone()).await;
     restore(&svc, request(&fx)).await.expect("restore");
 
-    let mut new_id = request(&fx);
-    if let Some(t) = new_id.target.as_mut() {
+    // A resuming operator may no longer see the pod: it sends what it still knows.
+    let mut resumed = request(&fx);
+    if let Some(t) = resumed.target.as_mut() {
         t.container_id = "containerd://4567".into();
+        t.pod_uid.clear();
+        t.container_name.clear();
     }
-    assert!(restore(&svc, new_id).await.is_ok());
+    assert!(restore(&svc, resumed).await.is_ok());
 
     let mut other_options = request(&fx);
     other_options.options = Some(pb::RestoreOptions {
