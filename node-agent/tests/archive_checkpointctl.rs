@@ -68,9 +68,12 @@ impl Sleeper {
 impl Drop for Sleeper {
     fn drop(&mut self) {
         // CRIU's dump ends the tree; this covers a failed dump.
-        let _ = Command::new("kill")
-            .args(["-9", &self.pid.to_string()])
-            .status();
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.unshare.wait();
     }
 }
@@ -167,6 +170,7 @@ fn checkpointctl_accepts_an_archive_the_agent_wrote() {
         show_out,
         String::from_utf8_lossy(&show.stderr)
     );
+    println!("checkpointctl show:{show_out}");
     for want in ["counter", "4f1c0b7e2d9a", "runc", "containerd", "busybox"] {
         assert!(show_out.contains(want), "{want} missing from:\n{show_out}");
     }
@@ -208,6 +212,7 @@ fn checkpointctl_accepts_an_archive_the_agent_wrote() {
         "inspect failed: {}",
         String::from_utf8_lossy(&agent.stderr)
     );
+    println!("podrestore-agent inspect:\n{table}");
     for want in [
         "Pod:              default/pod-a",
         "Engine:           containerd",
