@@ -24,6 +24,9 @@
 //! 4. **Destinations are plain.** A mount destination must be absolute and
 //!    free of `..`, and must not be `/` itself.
 //!
+//! `config.dump` carries only names, ids and times (image name, runtime);
+//! nothing in it is used as a path or grants anything.
+//!
 //! [`review`] is pure: it lists every finding at once, so an operator sees
 //! the whole problem in one error.
 
