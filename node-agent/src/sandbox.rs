@@ -584,6 +584,37 @@ impl Sandbox {
         workload::spawn(self, spec)
     }
 
+    /// Kills and reaps every process of the sandbox but its init, leaving the
+    /// sandbox empty as after creation (PIDs inside free again).
+    pub fn clear(&self, timeout: Duration) -> Result<(), SandboxError> {
+        let others = |sandbox: &Sandbox| -> Vec<u32> {
+            sandbox
+                .members(SandboxNs::Pid)
+                .into_iter()
+                .filter(|pid| *pid != sandbox.init_pid)
+                .collect()
+        };
+        let mut errors = Vec::new();
+        for pid in others(self) {
+            if let Err(err) = kill_and_reap(pid, timeout) {
+                errors.push(err);
+            }
+        }
+        // Children of killed processes go to init, which reaps them.
+        let left = wait_until("the sandbox to empty", timeout, || others(self).is_empty());
+        if let Err(err) = left {
+            errors.push(err);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Teardown {
+                name: format!("processes of {}", self.name),
+                errors,
+            })
+        }
+    }
+
     /// What the sandbox occupies, to check later that teardown removed it all.
     pub fn footprint(&self) -> Footprint {
         self.footprint.clone()

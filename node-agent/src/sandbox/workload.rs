@@ -313,23 +313,40 @@ pub mod scripts {
         )
     }
 
-    /// Holds `bytes` of touched, non-zero memory in a shell variable, writes its
-    /// length to `ready` once it is allocated, then counts like [`counter`].
-    /// Building the string takes twice its size for a moment.
+    /// Holds `bytes` of touched, non-zero memory in shell variables, writes the
+    /// number of bytes held to `ready` once they are allocated, then counts like
+    /// [`counter`]. The memory is 64 MiB strings, copies of one another: a single
+    /// huge string would be built in a buffer the shell keeps, doubling the
+    /// memory held.
     pub fn memory_holder(bb: &str, bytes: u64, ready: &str, file: &str, interval: &str) -> String {
-        let fill = if bytes == 0 {
-            "x=''\n".to_owned()
-        } else {
-            format!(
-                "x=$({bb} head -c {bytes} /dev/zero | {bb} tr '\\000' a)\n",
-                bb = shell_quote(bb)
-            )
-        };
         format!(
-            "{fill}echo ${{#x}} > {ready}\n{}",
+            "{}echo $held > {ready}\n{}",
+            hold_memory(bb, bytes, 64 << 20),
             counter(bb, file, interval),
             ready = shell_quote(ready),
         )
+    }
+
+    /// Script lines filling `bytes` in strings of `chunk` bytes and setting
+    /// `$held` to the number of bytes they hold.
+    fn hold_memory(bb: &str, bytes: u64, chunk: u64) -> String {
+        if bytes == 0 {
+            return "held=0\n".to_owned();
+        }
+        let bb = shell_quote(bb);
+        let make = |size: u64| format!("$({bb} head -c {size} /dev/zero | {bb} tr '\\000' a)");
+        let chunk = bytes.min(chunk);
+        let copies = bytes / chunk;
+        let rest = bytes % chunk;
+        let mut lines = format!("m0={}\n", make(chunk));
+        lines.push_str(&format!(
+            "i=1\nwhile [ $i -lt {copies} ]; do eval \"m$i=\\$m0\"; i=$((i+1)); done\n"
+        ));
+        if rest > 0 {
+            lines.push_str(&format!("r={}\n", make(rest)));
+        }
+        lines.push_str(&format!("held=$(( ${{#m0}} * {copies} + ${{#r}} ))\n"));
+        lines
     }
 
     /// Serves the files of `docroot` over HTTP on `address` (`127.0.0.1:8080`):
@@ -341,5 +358,57 @@ pub mod scripts {
             address = shell_quote(address),
             docroot = shell_quote(docroot),
         )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn run(script: &str) -> String {
+            let busybox = crate::sandbox::require_tool("busybox").expect("busybox");
+            let output = std::process::Command::new(&busybox)
+                .args(["sh", "-c", script])
+                .output()
+                .expect("run busybox sh");
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+
+        #[test]
+        fn memory_is_held_in_chunks_and_counted() {
+            let bb = crate::sandbox::require_tool("busybox").expect("busybox");
+            let bb = bb.to_string_lossy();
+            for (bytes, chunk, expected) in [
+                (0, 10, "0"),
+                (2500, 1000, "2500"),
+                (3000, 1000, "3000"),
+                (7, 1000, "7"),
+            ] {
+                let script = format!("{}echo $held ${{#m1}}", hold_memory(&bb, bytes, chunk));
+                let out = run(&script);
+                assert_eq!(
+                    out.split_whitespace().next(),
+                    Some(expected),
+                    "{bytes}/{chunk}: {out}"
+                );
+            }
+            // The copies are real: m1 holds a full chunk of non-zero bytes.
+            let out = run(&format!(
+                "{}echo ${{#m1}} ${{m1%%a*}}x",
+                hold_memory(&bb, 3000, 1000)
+            ));
+            assert_eq!(out, "1000 x");
+        }
+
+        #[test]
+        fn counter_counts() {
+            let bb = crate::sandbox::require_tool("busybox").expect("busybox");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = dir.path().join("count");
+            let script = counter(&bb.to_string_lossy(), &file.to_string_lossy(), "0.01")
+                .replace("while :; do", "while [ $i -lt 3 ]; do");
+            run(&script);
+            assert_eq!(std::fs::read_to_string(&file).expect("count").trim(), "3");
+        }
     }
 }
