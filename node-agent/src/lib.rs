@@ -1,7 +1,12 @@
 //! The podrestore node agent.
 pub mod archive;
+pub mod checkpoint;
 pub mod criu;
 pub mod namespaces;
+pub mod netlock;
+pub mod procinfo;
+pub mod restore;
 pub mod sandbox;
 pub mod service;
 pub mod sys;
+pub mod workdir;

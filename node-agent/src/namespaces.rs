@@ -187,6 +187,23 @@ impl Namespace {
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
+
+    /// Parses a command-line `TYPE[=PATH]` (`network=/run/netns/a`, `pid`):
+    /// an OCI type, and the namespace to use when a path is given.
+    pub fn parse_arg(arg: &str) -> Result<Self, NamespaceError> {
+        match arg.split_once('=') {
+            Some((kind, path)) => Self::from_oci(kind, Some(path)),
+            None => Self::from_oci(arg, None),
+        }
+    }
+}
+
+/// The path of the first namespace of type `kind` in `namespaces`, if it has one.
+pub fn path_of(namespaces: &[Namespace], kind: NamespaceType) -> Option<&Path> {
+    namespaces
+        .iter()
+        .find(|ns| ns.kind == kind)
+        .and_then(Namespace::path)
 }
 
 /// Errors of the namespace rules. Messages are runc's.
