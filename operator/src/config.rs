@@ -22,6 +22,10 @@ pub struct Args {
     #[arg(long, env = "POD_NAMESPACE", default_value = "podrestore-system")]
     pub namespace: String,
 
+    /// Reconcile only PodRestores in this namespace (all namespaces when unset).
+    #[arg(long, env = "PODRESTORE_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
     /// This replica's identity in leader election (the pod name); a random one by default.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

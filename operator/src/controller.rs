@@ -613,12 +613,17 @@ pub async fn cleanup(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, E
     }
 }
 
-/// Runs the controller until `shutdown` resolves; running reconciles finish first.
+/// Runs the controller on the PodRestores of `namespace` (all when `None`) until
+/// `shutdown` resolves; running reconciles finish first.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<PodRestore> = Api::all(ctx.client.clone());
+    let api: Api<PodRestore> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -189,7 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let stop = until(leader_stop_rx.clone());
         async move { certs.run(every, stop).await }
     });
-    let controller = controller::run(ctx, until(leader_stop_rx));
+    let controller = controller::run(ctx, args.watch_namespace.as_deref(), until(leader_stop_rx));
     tokio::pin!(controller);
     info!("leading: controller running");
 

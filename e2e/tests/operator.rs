@@ -1,0 +1,711 @@
+//! The PodRestore API, the operator and the agent's service on the local cluster: the API
+//! server enforces the schema and CEL rules; the operator (a host process with the admin
+//! kubeconfig) elects a leader, issues the mutual-TLS certificates, and reports every
+//! refusal as a condition; the agent (`podrestore-agent serve`, a host process) answers it
+//! over mutual TLS and keeps nothing for a refused request.
+//!
+//! The operator and agent binaries come from the cargo target directory the tests were
+//! built in (`cargo build -p podrestore-operator -p podrestore-agent` first), or from
+//! `PODRESTORE_OPERATOR_BIN` / `PODRESTORE_AGENT_BIN`.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Pod, Secret},
+    events::v1::Event,
+};
+use kube::{
+    Api,
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams},
+};
+use podrestore_crds::{
+    CHART_CRD_PATH,
+    condition::{kind, reason},
+    v1alpha1::PodRestore,
+};
+use podrestore_e2e::{Cluster, TestNamespace, wait_until};
+use serde_json::{Value, json};
+
+const POD_START: Duration = Duration::from_secs(120);
+const CONDITION: Duration = Duration::from_secs(60);
+
+fn cluster() -> Cluster {
+    match Cluster::from_env() {
+        Ok(c) => c,
+        Err(e) => panic!("no local cluster: {e:#}"),
+    }
+}
+
+/// A binary of the workspace: from the environment, else next to this test's own
+/// executable in the cargo target directory.
+fn binary(name: &str, env: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    // <target>/debug/deps/operator-<hash> -> <target>/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p podrestore-operator -p podrestore-agent` (or set {env})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A host process started by a test; killed (SIGKILL) and reaped on drop.
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        kubeconfig: &Path,
+        dir: &Path,
+    ) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let child = Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,podrestore_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the process's log, for failure messages.
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        format!("--- {} log ---\n{}", self.name, lines[start..].join("\n"))
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit after a signal.
+    async fn exited(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not exit within {timeout:?}\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Installs the CRD (idempotent, shared by every scenario) and waits until it is served.
+fn install_crd(cluster: &Cluster) -> Result<()> {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(CHART_CRD_PATH);
+    let crd = crd.to_str().context("path is not UTF-8")?;
+    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/podrestores.podrestore.io",
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
+fn podrestores(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<PodRestore>(&()))
+}
+
+fn podrestore(ns: &str, name: &str, spec: Value) -> Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "podrestore.io/v1alpha1",
+        "kind": "PodRestore",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))?)
+}
+
+fn valid_spec(node: &str, path: &str, pod: &str) -> Value {
+    json!({
+        "checkpoint": {"archive": {"nodeName": node, "path": path}},
+        "target": {"podName": pod},
+    })
+}
+
+/// Starts a busybox pod that sleeps and waits until it runs.
+async fn sleeper(cluster: &Cluster, client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": cluster.busybox_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", "exec sleep 3600"],
+            }],
+        },
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    wait_until(&format!("pod {name} running"), POD_START, || async {
+        let pod = pods.get(name).await?;
+        let phase = pod.status.and_then(|s| s.phase);
+        Ok((phase.as_deref() == Some("Running")).then_some(()))
+    })
+    .await
+}
+
+/// Waits until condition `type_` of PodRestore `name` has `status` and `reason`; returns
+/// its message.
+async fn condition(
+    api: &Api<DynamicObject>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    logs: &str,
+) -> Result<String> {
+    let found = wait_until(
+        &format!("{name}: {type_}={status} ({reason})"),
+        CONDITION,
+        || async {
+            let object = api.get(name).await?;
+            let conditions = object.data["status"]["conditions"].clone();
+            let found = conditions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == type_)
+                .cloned();
+            match found {
+                Some(c) if c["status"] == status && c["reason"] == reason => {
+                    Ok(Some(c["message"].as_str().unwrap_or_default().to_owned()))
+                }
+                other => bail!("conditions now: {conditions}; {type_} is {other:?}"),
+            }
+        },
+    )
+    .await;
+    found.with_context(|| logs.to_owned())
+}
+
+/// The operator and one agent, running as host processes for one namespace.
+struct Installation {
+    ns: TestNamespace,
+    dir: tempfile::TempDir,
+    operator: Process,
+    agent: Process,
+    checkpoints: PathBuf,
+}
+
+impl Installation {
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.operator.tail(), self.agent.tail())
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("agent-state")
+    }
+}
+
+/// Arguments of an operator that serves only `ns` and keeps its Lease and Secrets there.
+fn operator_args(ns: &str, identity: &str, node: &str, agent: SocketAddr) -> Result<Vec<String>> {
+    Ok(vec![
+        "--namespace".into(),
+        ns.into(),
+        "--watch-namespace".into(),
+        ns.into(),
+        "--identity".into(),
+        identity.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", free_port()?),
+        "--agent-endpoint".into(),
+        format!("{node}={agent}"),
+        "--lease-duration-seconds".into(),
+        "6".into(),
+        "--cert-check-seconds".into(),
+        "5".into(),
+    ])
+}
+
+/// Reads the agents' Secret the operator issued into files the agent reads.
+async fn agent_tls_files(
+    client: &kube::Client,
+    ns: &str,
+    dir: &Path,
+    logs: impl Fn() -> String,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = wait_until(
+        "the operator to issue podrestore-agent-tls",
+        CONDITION,
+        || async { Ok(secrets.get_opt("podrestore-agent-tls").await?) },
+    )
+    .await
+    .with_context(logs)?;
+    let data = secret.data.unwrap_or_default();
+    std::fs::create_dir_all(dir)?;
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let bytes = data
+            .get(key)
+            .with_context(|| format!("secret has no {key}"))?;
+        std::fs::write(dir.join(key), &bytes.0)?;
+    }
+    Ok(())
+}
+
+async fn install(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Result<Installation> {
+    install_crd(cluster)?;
+    let ns = cluster.namespace(prefix)?;
+    let dir = tempfile::tempdir()?;
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&checkpoints)?;
+    let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+
+    let operator = Process::spawn(
+        "operator",
+        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
+        &operator_args(&ns.name, "op-1", &cluster.node, agent_addr)?,
+        &cluster.kubeconfig,
+        dir.path(),
+    )?;
+    let tls = dir.path().join("tls");
+    agent_tls_files(client, &ns.name, &tls, || operator.tail()).await?;
+    let state = dir.path().join("agent-state");
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--node-name".into(),
+        cluster.node.clone(),
+        "--listen".into(),
+        agent_addr.to_string(),
+        "--probe-listen".into(),
+        format!("127.0.0.1:{}", free_port()?),
+        "--tls-cert".into(),
+        tls.join("tls.crt").display().to_string(),
+        "--tls-key".into(),
+        tls.join("tls.key").display().to_string(),
+        "--client-ca".into(),
+        tls.join("ca.crt").display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--checkpoint-dir".into(),
+        checkpoints.display().to_string(),
+    ];
+    let agent = Process::spawn(
+        "agent",
+        &binary("podrestore-agent", "PODRESTORE_AGENT_BIN")?,
+        &args,
+        &cluster.kubeconfig,
+        dir.path(),
+    )?;
+    wait_until("the agent to listen", Duration::from_secs(30), || async {
+        Ok(TcpStream::connect(agent_addr).ok().map(|_| ()))
+    })
+    .await
+    .with_context(|| agent.tail())?;
+    Ok(Installation {
+        ns,
+        dir,
+        operator,
+        agent,
+        checkpoints,
+    })
+}
+
+/// What the API server answers to creating `spec`: `Ok` or the error message.
+async fn create(api: &Api<DynamicObject>, ns: &str, name: &str, spec: Value) -> Result<(), String> {
+    let object = podrestore(ns, name, spec).map_err(|e| e.to_string())?;
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(|_| ())
+        .map_err(|err| err.to_string())
+}
+
+#[tokio::test]
+async fn the_api_server_rejects_bad_specs_and_spec_changes() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    install_crd(&cluster)?;
+    let ns = cluster.namespace("pr-schema")?;
+    let api = podrestores(&client, &ns.name);
+    let path = "/var/lib/kubelet/checkpoints/checkpoint-counter_default-counter-2026.tar";
+
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut spec = valid_spec("a", path, "forensic");
+        f(&mut spec);
+        spec
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "relative path",
+            with(&|s| s["checkpoint"]["archive"]["path"] = json!("checkpoints/c.tar")),
+            "path must be absolute",
+        ),
+        (
+            "dot-dot path",
+            with(&|s| {
+                s["checkpoint"]["archive"]["path"] =
+                    json!("/var/lib/kubelet/checkpoints/../../../etc/shadow")
+            }),
+            "path must not contain '..' segments",
+        ),
+        (
+            "no source",
+            with(&|s| s["checkpoint"] = json!({})),
+            "exactly one checkpoint source must be set",
+        ),
+        (
+            "no node",
+            with(&|s| s["checkpoint"]["archive"] = json!({"path": path})),
+            "spec.checkpoint.archive.nodeName: Required value",
+        ),
+        (
+            "bad node name",
+            with(&|s| s["checkpoint"]["archive"]["nodeName"] = json!("Node_A")),
+            "spec.checkpoint.archive.nodeName: Invalid value",
+        ),
+        (
+            "no target",
+            with(&|s| {
+                s.as_object_mut().map(|o| o.remove("target"));
+            }),
+            "spec.target: Required value",
+        ),
+        (
+            "bad container",
+            with(&|s| s["target"]["container"] = json!("Main")),
+            "spec.target.container: Invalid value",
+        ),
+        (
+            "lower-case enum",
+            with(&|s| s["options"] = json!({"networkLock": "iptables"})),
+            "Unsupported value: \"iptables\"",
+        ),
+        (
+            "unknown cgroup mode",
+            with(&|s| s["options"] = json!({"manageCgroupsMode": "Partial"})),
+            "Unsupported value: \"Partial\"",
+        ),
+        (
+            "timeout zero",
+            with(&|s| s["options"] = json!({"timeoutSeconds": 0})),
+            "greater than or equal to 1",
+        ),
+        (
+            "timeout too long",
+            with(&|s| s["options"] = json!({"timeoutSeconds": 3601})),
+            "less than or equal to 3600",
+        ),
+    ];
+    for (i, (case, spec, want)) in cases.into_iter().enumerate() {
+        let got = create(&api, &ns.name, &format!("bad-{i}"), spec).await;
+        match got {
+            Err(message) => assert!(message.contains(want), "{case}: want {want:?} in {message}"),
+            Ok(()) => panic!("{case}: the API server accepted it"),
+        }
+    }
+
+    // A valid spec is accepted, with the documented defaults filled in.
+    create(&api, &ns.name, "good", valid_spec("a", path, "forensic"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let good = api.get("good").await?;
+    assert_eq!(
+        good.data["spec"]["options"],
+        json!({
+            "tcpEstablished": false, "fileLocks": false, "shellJob": false, "extUnixSk": false,
+            "manageCgroupsMode": "Soft", "networkLock": "Iptables", "timeoutSeconds": 300,
+        })
+    );
+
+    // The spec cannot change after creation.
+    let mut changed = good.clone();
+    changed.data["spec"]["checkpoint"]["archive"]["path"] =
+        json!("/var/lib/kubelet/checkpoints/other.tar");
+    let err = api
+        .replace("good", &PostParams::default(), &changed)
+        .await
+        .expect_err("spec change accepted");
+    assert!(err.to_string().contains("spec is immutable"), "{err}");
+
+    // `kubectl explain` shows the documentation written on the types.
+    let explained = cluster.kubectl(&["explain", "podrestore.spec.options"])?;
+    assert!(explained.contains("timeoutSeconds"), "{explained}");
+    assert!(explained.contains("Default: 300"), "{explained}");
+    let columns = cluster.kubectl(&["get", "podrestores", "-n", &ns.name])?;
+    for column in ["TARGET", "NODE", "RESTORED", "REASON", "PID"] {
+        assert!(columns.contains(column), "{columns}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let setup = install(&cluster, &client, "pr-refuse").await?;
+    let ns = setup.ns.name.clone();
+    let api = podrestores(&client, &ns);
+    sleeper(&cluster, &client, &ns, "forensic").await?;
+    let missing = setup.checkpoints.join("missing.tar");
+    let missing = missing.to_str().context("path is not UTF-8")?;
+
+    let cases = [
+        (
+            "no-pod",
+            valid_spec(&cluster.node, missing, "nope"),
+            reason::TARGET_POD_NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "other-node",
+            valid_spec("elsewhere", missing, "forensic"),
+            reason::CROSS_NODE_NOT_SUPPORTED,
+            "node elsewhere",
+        ),
+        // These two are answered by the agent, over mutual TLS.
+        (
+            "outside",
+            valid_spec(&cluster.node, "/etc/hostname", "forensic"),
+            reason::ARCHIVE_REJECTED,
+            "outside the checkpoint directories",
+        ),
+        (
+            "no-archive",
+            valid_spec(&cluster.node, missing, "forensic"),
+            reason::ARCHIVE_NOT_FOUND,
+            "no checkpoint archive",
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        create(&api, &ns, name, spec.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    for (name, _, want_reason, want_message) in &cases {
+        let message = condition(
+            &api,
+            name,
+            kind::ACCEPTED,
+            "False",
+            want_reason,
+            &setup.logs(),
+        )
+        .await?;
+        assert!(message.contains(want_message), "{name}: {message}");
+        condition(
+            &api,
+            name,
+            kind::RESTORED,
+            "False",
+            reason::NOT_ACCEPTED,
+            &setup.logs(),
+        )
+        .await?;
+        let object = api.get(name).await?;
+        assert!(
+            object.data["status"]["startTime"].is_null(),
+            "{name} started"
+        );
+        assert_eq!(object.data["status"]["observedGeneration"], json!(1));
+    }
+
+    // The user sees why, as events on the PodRestore.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let list = events.list(&ListParams::default()).await?;
+    let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+    for (_, _, want_reason, _) in &cases {
+        assert!(
+            reasons.iter().any(|r| r == want_reason),
+            "no {want_reason} event in {reasons:?}"
+        );
+    }
+
+    // Nothing was recorded or created on the node for any of them.
+    for sub in ["restores", "work"] {
+        let entries = std::fs::read_dir(setup.state().join(sub))
+            .with_context(|| setup.logs())?
+            .count();
+        assert_eq!(entries, 0, "agent {sub} is not empty");
+    }
+
+    // Deleting them does not wait for anything: no agent was asked to restore.
+    for (name, _, _, _) in &cases {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    wait_until("the PodRestores to be gone", CONDITION, || async {
+        let left = api.list(&ListParams::default()).await?.items.len();
+        Ok((left == 0).then_some(()))
+    })
+    .await
+    .with_context(|| setup.logs())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_operator_issues_certificates_naming_the_nodes() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let setup = install(&cluster, &client, "pr-certs").await?;
+    let tls = setup.dir.path().join("tls");
+    let cert = std::fs::read_to_string(tls.join("tls.crt"))?;
+    let ca = std::fs::read_to_string(tls.join("ca.crt"))?;
+    // openssl is in the base system; it reads what a third party would see.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName,extendedKeyUsage"])
+        .stdin(File::open(tls.join("tls.crt"))?)
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("DNS:podrestore-agent.{}", cluster.node)),
+        "{text}"
+    );
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(tls.join("ca.crt"))
+        .arg(tls.join("tls.crt"))
+        .output()?;
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(!cert.is_empty() && !ca.is_empty());
+
+    // The CA lives in its own Secret; its key never goes to the agents.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &setup.ns.name);
+    let ca_secret = secrets.get("podrestore-ca").await?;
+    assert!(ca_secret.data.unwrap_or_default().contains_key("ca.key"));
+    let agent_secret = secrets.get("podrestore-agent-tls").await?;
+    assert_eq!(agent_secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(!agent_secret.data.unwrap_or_default().contains_key("ca.key"));
+    drop(setup);
+    Ok(())
+}
+
+async fn lease_holder(leases: &Api<Lease>) -> Result<Option<String>> {
+    Ok(leases
+        .get_opt("podrestore-operator")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
+#[tokio::test]
+async fn one_operator_replica_leads_and_a_standby_takes_over() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    install_crd(&cluster)?;
+    let ns = cluster.namespace("pr-leader")?;
+    let dir = tempfile::tempdir()?;
+    let agent: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let program = binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?;
+    let mut replicas = Vec::new();
+    for identity in ["op-1", "op-2"] {
+        replicas.push(Process::spawn(
+            identity,
+            &program,
+            &operator_args(&ns.name, identity, &cluster.node, agent)?,
+            &cluster.kubeconfig,
+            dir.path(),
+        )?);
+    }
+    let logs = |replicas: &[Process]| {
+        replicas
+            .iter()
+            .map(Process::tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let first = wait_until("a leader", CONDITION, || async {
+        lease_holder(&leases).await
+    })
+    .await
+    .with_context(|| logs(&replicas))?;
+    // It stays the leader while it renews.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        lease_holder(&leases).await?.as_deref(),
+        Some(first.as_str())
+    );
+
+    // Kill the leader without a chance to release: the standby takes over once the Lease
+    // went unrenewed for its duration.
+    let (leader, standby): (Vec<Process>, Vec<Process>) =
+        replicas.into_iter().partition(|p| p.name == first);
+    drop(leader);
+    let second = wait_until("the standby to lead", Duration::from_secs(40), || async {
+        Ok(lease_holder(&leases).await?.filter(|h| *h != first))
+    })
+    .await
+    .with_context(|| logs(&standby))?;
+    assert_eq!(
+        Some(second.as_str()),
+        standby.first().map(|p| p.name.as_str())
+    );
+
+    // A leader that shuts down gives the Lease up at once.
+    let mut standby = standby;
+    let last = standby.first_mut().context("no standby")?;
+    last.signal("TERM")?;
+    last.exited(Duration::from_secs(20)).await?;
+    assert_eq!(lease_holder(&leases).await?, None, "{}", last.tail());
+    Ok(())
+}
