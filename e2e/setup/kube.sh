@@ -6,7 +6,6 @@
 set -euo pipefail
 source "$(dirname "$0")/kube-lib.sh"
 
-dest=$PODRESTORE_CACHE/kube-$KUBE_VERSION/bin
 mod=$E2E_DIR/kube
 command -v go >/dev/null || die "go is not installed"
 
@@ -26,12 +25,12 @@ done
 
 t0=$(date +%s.%N)
 # Upstream builds these statically (hack/lib/golang.sh KUBE_STATIC_LIBRARIES).
-go_build_into "$dest" "$mod" 0 "$ldflags" \
+go_build_into "$KUBE_BIN" "$mod" 0 "$ldflags" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler \
 	k8s.io/kubernetes/cmd/kube-proxy \
 	k8s.io/kubernetes/cmd/kubectl
-go_build_into "$dest" "$mod" 1 "$ldflags" k8s.io/kubernetes/cmd/kubelet
-"$dest/kubectl" version --client >&2
-say "kubernetes v$KUBE_VERSION ready in $dest ($(elapsed "$t0"))"
+go_build_into "$KUBE_BIN" "$mod" 1 "$ldflags" k8s.io/kubernetes/cmd/kubelet
+"$KUBE_BIN/kubectl" version --client >&2
+say "kubernetes v$KUBE_VERSION ready in $KUBE_BIN ($(elapsed "$t0"))"

@@ -156,10 +156,11 @@ async fn service_cluster_ip_answers_from_another_pod() -> Result<()> {
             &ns.name,
             &client_pod,
             "--",
+            // Not wget's own -T: Debian's static busybox crashes with it.
+            "timeout",
+            "5",
             "wget",
             "-q",
-            "-T",
-            "3",
             "-O",
             "-",
             &url,
