@@ -670,6 +670,44 @@ mod mtls {
         }
     }
 
+    #[test]
+    fn a_rotated_certificate_is_picked_up_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ca("podrestore-ca");
+        let files = TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: dir.path().join("ca.crt"),
+        };
+        let write_leaf = || {
+            let (cert, key) = leaf(
+                &ca,
+                "podrestore-agent.node-a",
+                ExtendedKeyUsagePurpose::ServerAuth,
+            );
+            std::fs::write(&files.cert, cert).expect("write");
+            std::fs::write(&files.key, key).expect("write");
+        };
+        write_leaf();
+        std::fs::write(&files.client_ca, &ca.pem).expect("write");
+        let config = ReloadingServerConfig::load(files.clone(), vec!["podrestore-operator".into()])
+            .expect("load");
+        assert!(!config.reload().expect("reload"), "unchanged files");
+
+        let before = config.current();
+        write_leaf();
+        assert!(config.reload().expect("reload"), "a new certificate");
+        assert!(!Arc::ptr_eq(&before, &config.current()));
+
+        let good = config.current();
+        std::fs::write(&files.key, "not a key").expect("write");
+        assert!(config.reload().is_err());
+        assert!(
+            Arc::ptr_eq(&good, &config.current()),
+            "the previous one stays"
+        );
+    }
+
     fn ca_other() -> Ca {
         ca("another-ca")
     }
