@@ -14,7 +14,7 @@ module podrestore.io/e2e/kube
 
 go $goline
 MOD
-for m in $(sed -n 's|^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$gomod"); do
+sed -n 's|^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$gomod" | while read -r m; do
 	go mod edit -replace="$m=$m@v0.${V#1.}"
 done
 go mod edit -require="k8s.io/kubernetes@v$V"

@@ -3,6 +3,7 @@
 # module into $PODRESTORE_CACHE/containerd-<version>/bin. The kubelet checkpoint
 # API needs containerd >= 2.0 (1.7 does not implement CRI CheckpointContainer).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 command -v go >/dev/null || die "go is not installed"
 

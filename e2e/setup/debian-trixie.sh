@@ -4,6 +4,7 @@
 # downloaded with a private apt configuration and extracted with dpkg-deb -x, so
 # the system's sources and packages stay untouched.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 # Usage: unpack <package> <version> <cache-dir> <file that proves the unpack is complete>

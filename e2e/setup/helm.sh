@@ -2,6 +2,7 @@
 # Builds helm from its Go module (helm.sh/helm/v4) into
 # $PODRESTORE_CACHE/helm-<version>/bin.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 command -v go >/dev/null || die "go is not installed"
 

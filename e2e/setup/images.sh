@@ -3,6 +3,7 @@
 # pod sandbox ("pause", a static C program of ours) and a busybox userland for
 # test workloads (Debian's busybox-static). No registry is involved.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 t0=$(date +%s.%N)

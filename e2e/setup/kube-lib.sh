@@ -1,5 +1,6 @@
 # Helpers shared by the cluster setup scripts (sourced, not run).
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables are for the scripts sourcing this file
 
 PODRESTORE_CACHE=${PODRESTORE_CACHE:-/var/cache/podrestore}
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -4,6 +4,7 @@
 # Go module k8s.io/kubernetes into $PODRESTORE_CACHE/kube-<version>/bin.
 # Cold: about half an hour on 2 cores; warm: nothing to do.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 mod=$E2E_DIR/kube

@@ -3,6 +3,7 @@
 # runtime under containerd), iptables and conntrack (kube-proxy, CNI masquerade),
 # busybox-static (the test workloads' userland).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=kube-lib.sh
 source "$(dirname "$0")/kube-lib.sh"
 
 pkgs=(runc iptables conntrack busybox-static)
