@@ -10,18 +10,21 @@
 //! temporary file next to the output and renamed into place without ever
 //! replacing an existing file.
 //!
-//! The network lock: CRIU locks the source's network namespace while it dumps
-//! (CRIU's default iptables lock, which runc never changes). The lock keeps
-//! the saved socket state consistent: while the tree is frozen the kernel still
-//! answers for its sockets (completing handshakes into a listen queue,
-//! acknowledging data), which would otherwise change under CRIU's feet. A dump
-//! that ends the tree leaves the lock in place for a restore into the same
-//! namespace to lift; in a pod that namespace stays with the pod's other
-//! containers, so the agent removes exactly CRIU's lock afterwards
-//! ([`crate::netlock`]), whether the dump succeeded or not and with or without
-//! `leave_running`. `network_lock = skip` avoids the lock altogether (and the
-//! pause it imposes on the pod's other containers during the dump) at the cost
-//! of that consistency.
+//! The network lock: unless told otherwise, the agent asks CRIU for no lock
+//! when no established TCP connection is dumped ([`netlock::automatic`]): the
+//! tree is frozen during the dump anyway, and the lock, installed in the pod's
+//! shared network namespace, would cut off the pod's other containers for as
+//! long as CRIU works. With `tcp_established` CRIU's default iptables lock is
+//! kept (runc never changes it): while the tree is frozen the kernel still
+//! acknowledges data for its connections, which would change their state under
+//! CRIU's feet. A dump that ends the tree leaves that lock in place, a DROP-all
+//! `CRIU` chain, for a restore into the same namespace to lift (measured with
+//! CRIU 4.2.1); in a pod the namespace stays with the pod's other containers,
+//! so after every dump the agent removes exactly CRIU's lock
+//! ([`crate::netlock::remove_lock`]), whether the dump succeeded or not and
+//! with or without `leave_running`. The price: peers of connections of a tree
+//! that was not left running see them reset once the lock is gone, instead of
+//! waiting for a restore into the same namespace.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -74,7 +77,8 @@ pub struct CheckpointRequest {
     pub flags: CriuFlags,
     /// `--manage-cgroups-mode`; runc sets it on dump only when given.
     pub manage_cgroups_mode: Option<String>,
-    /// podrestore beyond runc: CRIU's network lock method on dump.
+    /// podrestore beyond runc: CRIU's network lock method on dump; `None`
+    /// lets the agent choose ([`netlock::automatic`]).
     pub network_lock: Option<NetworkLock>,
     /// Where the private directory for the images is created.
     pub work_root: PathBuf,
@@ -251,7 +255,9 @@ fn dump_and_write(
             flags: request.flags,
             leave_running: request.leave_running,
             manage_cgroups_mode: request.manage_cgroups_mode.clone(),
-            network_lock: request.network_lock,
+            network_lock: request
+                .network_lock
+                .or_else(|| netlock::automatic(version.number(), request.flags.tcp_established)),
             ..Default::default()
         },
     };
@@ -271,14 +277,18 @@ fn dump_and_write(
         source: io::Error::other(e),
     })?;
     let dump_log = work.join(DUMP_LOG);
-    let stats = images.join(names::STATS_DUMP);
+    // CRIU writes its statistics into its working directory (the work
+    // directory when one is given).
+    let stats = [work.join(names::STATS_DUMP), images.join(names::STATS_DUMP)]
+        .into_iter()
+        .find(|p| p.is_file());
     let contents = CheckpointContents {
         images_dir: &images,
         config: &config,
         spec_dump: &spec,
         rootfs_diff: None,
         dump_log: dump_log.is_file().then_some(dump_log.as_path()),
-        stats_dump: stats.is_file().then_some(stats.as_path()),
+        stats_dump: stats.as_deref(),
         extra_files: Vec::new(),
     };
     write_atomically(&contents, &request.output)

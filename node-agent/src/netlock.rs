@@ -101,6 +101,27 @@ fn join(errors: &[NetLockError]) -> String {
         .join("; ")
 }
 
+/// The network lock the agent asks CRIU for when the caller leaves the choice
+/// to it: none (`skip`, CRIU >= 3.19) unless established TCP connections are
+/// dumped or restored, otherwise CRIU's default (`None`).
+///
+/// Why the lock can go without them: it exists so that packets do not change
+/// the state of half-saved or half-restored TCP connections. Without
+/// `tcp_established` CRIU refuses to dump a tree holding any ("Connected TCP
+/// socket") and an image holds none to restore; listening sockets keep what
+/// arrives in their queues, and the tree is frozen meanwhile anyway. What the
+/// lock would still do in a pod is drop the traffic of the pod's other
+/// containers for as long as CRIU works, and cost the time of adding and
+/// removing the rules on every call.
+pub fn automatic(
+    criu_version: u32,
+    tcp_established: bool,
+) -> Option<crate::criu::options::NetworkLock> {
+    use crate::criu::version::NETWORK_LOCK_SKIP;
+    (!tcp_established && criu_version >= NETWORK_LOCK_SKIP)
+        .then_some(crate::criu::options::NetworkLock::Skip)
+}
+
 /// The iptables commands (arguments after the tool name) that remove CRIU's
 /// lock from the filter table listed by `iptables -t filter -S`: first every
 /// rule of another chain that jumps to `CRIU` (deleted by its exact
@@ -388,6 +409,16 @@ table ip nat
                 "delete table inet CRIU"
             ]
         );
+    }
+
+    #[test]
+    fn lock_skipped_only_without_established_connections() {
+        use crate::criu::options::NetworkLock;
+        assert_eq!(automatic(40201, false), Some(NetworkLock::Skip));
+        assert_eq!(automatic(40201, true), None);
+        // `skip` arrived in CRIU 3.19.
+        assert_eq!(automatic(31800, false), None);
+        assert_eq!(automatic(31900, false), Some(NetworkLock::Skip));
     }
 
     #[test]

@@ -26,6 +26,18 @@
 //!    failed CRIU run, CRIU's network lock is removed from the target's network
 //!    namespace, where a failed restore can leave it (criu#2828).
 //!
+//! The source is normally an archive ([`CheckpointSource::Archive`]). A CRIU
+//! images directory the caller already trusts (a runtime's own checkpoint,
+//! the benchmark's) can be restored directly ([`CheckpointSource::Images`]):
+//! step 2's extraction and review are skipped, `descriptors.json` is read from
+//! the images.
+//!
+//! The network lock: unless told otherwise the agent asks CRIU for none when
+//! the restore brings back no established TCP connection
+//! ([`netlock::automatic`]); runc always leaves CRIU's iptables lock, whose
+//! rules in the pod's shared network namespace drop the traffic of the pod's
+//! other containers while CRIU works, and take 50-75 ms to add and remove.
+//!
 //! The restored root task is a child of the calling process (`rst_sibling`:
 //! CRIU clones it with `CLONE_PARENT`). The caller must reap it when it ends
 //! ([`crate::sys::process::wait_child`]) or exit, handing it to the nearest
@@ -45,12 +57,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::archive::metadata::names;
+use crate::archive::metadata::{self, names};
 use crate::archive::{self, ArchiveDigest, ArchiveError, Limits};
 use crate::checkpoint::DEFAULT_WORK_ROOT;
 use crate::criu::options::{
-    ConfigFile, CriuFlags, NetworkLock, OptionsError, RESTORE_LOG, RestoreOptions,
-    pipe_inherit_fds, restore_plan,
+    ConfigFile, CriuFlags, DESCRIPTORS_FILE, NetworkLock, OptionsError, RESTORE_LOG,
+    RestoreOptions, pipe_inherit_fds, restore_plan,
 };
 use crate::criu::{
     Criu, CriuCall, CriuError, CriuVersion, HandlerError, Notification, NotifyHandler,
@@ -59,17 +71,34 @@ use crate::namespaces::{Namespace, NamespaceType, path_of};
 use crate::sys::{Host, mount};
 use crate::workdir::{PrivateDir, WorkDirError};
 use crate::{netlock, procinfo};
+use podrestore_proto::criu::CgroupRoot;
 
 /// The directory inside the work directory the archive is extracted to.
 const EXTRACTED: &str = "archive";
 /// runc's name for CRIU's root mount point.
 pub const CRIU_ROOT: &str = "criu-root";
 
-/// A restore of one checkpoint archive.
+/// What a restore reads the checkpoint from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointSource {
+    /// A checkpoint archive (tar, or gzip-compressed tar), untrusted: extracted
+    /// safely and reviewed.
+    Archive(PathBuf),
+    /// A CRIU images directory with `descriptors.json`, trusted as it is.
+    Images(PathBuf),
+}
+
+impl Default for CheckpointSource {
+    fn default() -> Self {
+        Self::Archive(PathBuf::new())
+    }
+}
+
+/// A restore of one checkpoint.
 #[derive(Debug, Default)]
 pub struct RestoreRequest {
-    /// The checkpoint archive (tar, or gzip-compressed tar).
-    pub archive: PathBuf,
+    /// The checkpoint.
+    pub source: CheckpointSource,
     /// The target's namespaces, in spec order (runc's rules apply).
     pub namespaces: Vec<Namespace>,
     /// The root file system to restore onto (runc: the container's rootfs);
@@ -81,9 +110,13 @@ pub struct RestoreRequest {
     pub tcp_close: bool,
     /// `--manage-cgroups-mode` as given (`""`: CRIU's default, soft).
     pub manage_cgroups_mode: String,
-    /// podrestore beyond runc: CRIU's network lock (`None`: CRIU's default,
-    /// iptables, as runc leaves it).
+    /// podrestore beyond runc: CRIU's network lock; `None` lets the agent
+    /// choose ([`netlock::automatic`]).
     pub network_lock: Option<NetworkLock>,
+    /// CRIU's cgroup root for the restored tree (`criu --cgroup-root`, one
+    /// root for every controller, as crun passes it); `None` restores into
+    /// the cgroups recorded in the images.
+    pub cgroup_root: Option<String>,
     /// Bind mounts of the checkpointed container mapped to host paths: (the
     /// destination in the container, which runc records as CRIU's external
     /// mount key, the host path to mount there).
@@ -120,8 +153,8 @@ pub struct RestoreOutcome {
     pub start_ticks: Option<u64>,
     /// The CRIU version that restored (`4.2.1`).
     pub criu_version: String,
-    /// SHA-256 and size of the archive.
-    pub archive: ArchiveDigest,
+    /// SHA-256 and size of the archive (none for an images directory).
+    pub archive: Option<ArchiveDigest>,
     /// Where the time went.
     pub timings: Timings,
     /// What did not fail the restore but should be known (an archive file not
@@ -217,6 +250,9 @@ pub fn restore(request: RestoreRequest) -> Result<RestoreOutcome, RestoreError> 
         None => request.criu.version().map_err(RestoreError::Version)?,
     };
     cancelled(&request.cancel)?;
+    let network_lock = request
+        .network_lock
+        .or_else(|| netlock::automatic(version.number(), request.flags.tcp_established));
     // runc's rules first, before any file, mount or process exists.
     let options = RestoreOptions {
         root: None,
@@ -227,16 +263,22 @@ pub fn restore(request: RestoreRequest) -> Result<RestoreOutcome, RestoreError> 
         config_file: request.config_file.clone(),
         descriptors: None,
         ext_mounts: request.ext_mounts.clone(),
-        network_lock: request.network_lock,
+        network_lock,
         tcp_close: request.tcp_close,
     };
-    let plan = restore_plan(&Host, version.number(), &request.namespaces, &options)?;
-    let archive_file =
-        File::open(&request.archive).map_err(|source| RestoreError::ArchiveMissing {
-            path: request.archive.clone(),
-            source,
-        })?;
-    drop(archive_file);
+    let mut plan = restore_plan(&Host, version.number(), &request.namespaces, &options)?;
+    if let Some(path) = &request.cgroup_root {
+        plan.opts.cg_root.push(CgroupRoot {
+            ctrl: None,
+            path: path.clone(),
+        });
+    }
+    let (CheckpointSource::Archive(source_path) | CheckpointSource::Images(source_path)) =
+        &request.source;
+    fs::metadata(source_path).map_err(|source| RestoreError::ArchiveMissing {
+        path: source_path.clone(),
+        source,
+    })?;
 
     let work_root = if request.work_root.as_os_str().is_empty() {
         PathBuf::from(DEFAULT_WORK_ROOT)
@@ -254,7 +296,7 @@ pub fn restore(request: RestoreRequest) -> Result<RestoreOutcome, RestoreError> 
     let mut problems = Vec::new();
     if let Err(err) = &result
         && matches!(err, RestoreError::Criu(_) | RestoreError::Cancelled)
-        && request.network_lock != Some(NetworkLock::Skip)
+        && network_lock != Some(NetworkLock::Skip)
         && let Some(netns) = path_of(&request.namespaces, NamespaceType::Network)
         && let Err(e) = netlock::remove_lock(netns, &request.lock_tools)
     {
@@ -293,18 +335,32 @@ fn run(
     let mut warnings = Vec::new();
 
     let extract_started = Instant::now();
-    let extracted =
-        archive::extract_checkpoint(&request.archive, &work.join(EXTRACTED), &request.limits)?;
-    let images = extracted.extracted.root.join(names::CHECKPOINT_DIR);
-    check_checkpoint(request, &extracted, &images, &mut warnings)?;
-    let descriptors = extracted.metadata.descriptors.as_deref().ok_or_else(|| {
+    let (images, digest, descriptors) = match &request.source {
+        CheckpointSource::Archive(archive) => {
+            let extracted =
+                archive::extract_checkpoint(archive, &work.join(EXTRACTED), &request.limits)?;
+            check_archive(request, &extracted, &mut warnings)?;
+            (
+                extracted.extracted.root.join(names::CHECKPOINT_DIR),
+                Some(extracted.extracted.digest),
+                extracted.metadata.descriptors,
+            )
+        }
+        CheckpointSource::Images(images) => (images.clone(), None, read_descriptors(images)?),
+    };
+    if request.root.is_none() && has_mount_namespace(&images)? {
+        return Err(RestoreError::Checkpoint(
+            "the checkpoint holds a mount namespace of its own: give the container's root file system to restore onto".to_owned(),
+        ));
+    }
+    let descriptors = descriptors.ok_or_else(|| {
         RestoreError::Checkpoint(format!(
             "{} is missing from the checkpoint; runc's restore needs it",
             names::DESCRIPTORS
         ))
     })?;
     // runc's order: namespace inherit fds, then the stdio pipes.
-    plan.opts.inherit_fd.extend(pipe_inherit_fds(descriptors));
+    plan.opts.inherit_fd.extend(pipe_inherit_fds(&descriptors));
     let extract = extract_started.elapsed();
     cancelled(&request.cancel)?;
 
@@ -359,7 +415,7 @@ fn run(
         pid: restored.pid,
         start_ticks: procinfo::start_ticks(Path::new("/proc"), restored.pid).ok(),
         criu_version: version.to_string(),
-        archive: extracted.extracted.digest.clone(),
+        archive: digest,
         timings: Timings {
             extract,
             criu,
@@ -369,11 +425,26 @@ fn run(
     })
 }
 
-/// What a restore cannot do with this checkpoint, found before CRIU runs.
-fn check_checkpoint(
+/// `descriptors.json` of an images directory, if it has one.
+fn read_descriptors(images: &Path) -> Result<Option<Vec<String>>, RestoreError> {
+    let path = images.join(DESCRIPTORS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            metadata::parse_descriptors(&bytes).map_err(ArchiveError::from)?,
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RestoreError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
+/// What a restore cannot do with this archive, found before CRIU runs.
+fn check_archive(
     request: &RestoreRequest,
     extracted: &archive::ExtractedCheckpoint,
-    images: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let unmapped: Vec<&str> = extracted
@@ -387,11 +458,6 @@ fn check_checkpoint(
             "the checkpointed container had bind mounts at {}; map each to a path on this node (an external mount) to restore it",
             unmapped.join(", ")
         )));
-    }
-    if request.root.is_none() && has_mount_namespace(images)? {
-        return Err(RestoreError::Checkpoint(
-            "the checkpoint holds a mount namespace of its own: give the container's root file system to restore onto".to_owned(),
-        ));
     }
     if extracted.extracted.root.join(names::ROOTFS_DIFF).is_file() {
         warnings.push(format!(
@@ -510,7 +576,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let work_root = parent.path().join("work");
         let request = RestoreRequest {
-            archive: parent.path().join("missing.tar"),
+            source: CheckpointSource::Archive(parent.path().join("missing.tar")),
             namespaces: vec![
                 Namespace::parse_arg("ipc").unwrap(),
                 Namespace::parse_arg("cgroup=/proc/self/ns/cgroup").unwrap(),
@@ -538,7 +604,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let work_root = parent.path().join("work");
         let request = RestoreRequest {
-            archive: parent.path().join("missing.tar"),
+            source: CheckpointSource::Archive(parent.path().join("missing.tar")),
             work_root: work_root.clone(),
             criu_version: Some(CriuVersion {
                 major: 4,

@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long, value_name = "MODE")]
     manage_cgroups_mode: Option<String>,
     /// How CRIU locks the network during the dump: iptables, nftables or skip
-    /// (not a runc option; absent leaves CRIU's default, iptables).
+    /// (not a runc option; absent: none unless --tcp-established, where
+    /// CRIU's iptables lock is kept). A lock CRIU leaves is removed afterwards.
     #[arg(long, value_name = "METHOD")]
     network_lock: Option<String>,
     /// Where the private directory for the images is created.

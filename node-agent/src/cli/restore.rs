@@ -16,7 +16,7 @@ use podrestore_agent::checkpoint::DEFAULT_WORK_ROOT;
 use podrestore_agent::criu::Criu;
 use podrestore_agent::criu::options::{CriuFlags, NetworkLock};
 use podrestore_agent::namespaces::Namespace;
-use podrestore_agent::restore::{RestoreRequest, restore};
+use podrestore_agent::restore::{CheckpointSource, RestoreRequest, restore};
 use podrestore_agent::sys::process::{Ended, wait_child};
 
 /// How the outcome is printed.
@@ -32,9 +32,18 @@ enum Output {
 /// Arguments of `podrestore-agent restore`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpoint archive.
-    #[arg(long, value_name = "ARCHIVE")]
-    archive: PathBuf,
+    /// The checkpoint archive (extracted safely into a private directory).
+    #[arg(
+        long,
+        value_name = "ARCHIVE",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
+    archive: Option<PathBuf>,
+    /// Instead of an archive, a CRIU images directory with descriptors.json
+    /// (as `runc checkpoint --image-path` writes it), used as it is.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     /// A target namespace as TYPE or TYPE=PATH, in the order of the target's
     /// spec; TYPE is an OCI name (network, pid, ipc, uts, mount, user, cgroup,
     /// time), no PATH means a new namespace. Repeat for each namespace.
@@ -64,9 +73,14 @@ pub struct Args {
     #[arg(long, value_name = "MODE", default_value = "")]
     manage_cgroups_mode: String,
     /// How CRIU locks the network while it restores: iptables, nftables or
-    /// skip (not a runc option; absent leaves CRIU's default, iptables).
+    /// skip (not a runc option; absent: none unless --tcp-established, where
+    /// runc's iptables lock is kept).
     #[arg(long, value_name = "METHOD")]
     network_lock: Option<String>,
+    /// CRIU's cgroup root for the restored tree (`criu --cgroup-root`); absent:
+    /// the cgroups recorded in the checkpoint.
+    #[arg(long, value_name = "PATH")]
+    cgroup_root: Option<String>,
     /// A bind mount of the checkpointed container mapped to a path on this
     /// node, as DEST=PATH (CRIU's external mount). Repeat for each.
     #[arg(long = "ext-mount", value_name = "DEST=PATH")]
@@ -113,7 +127,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let request = RestoreRequest {
-        archive: args.archive,
+        source: match (args.archive, args.images) {
+            (Some(archive), _) => CheckpointSource::Archive(archive),
+            (None, Some(images)) => CheckpointSource::Images(images),
+            (None, None) => anyhow::bail!("give --archive or --images"),
+        },
         namespaces,
         root: args.root,
         flags: CriuFlags {
@@ -126,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tcp_close: args.tcp_close,
         manage_cgroups_mode: args.manage_cgroups_mode,
         network_lock,
+        cgroup_root: args.cgroup_root,
         ext_mounts,
         work_root: args.work_dir,
         limits: Limits::default(),
