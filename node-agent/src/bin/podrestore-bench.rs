@@ -9,9 +9,12 @@
 //! maximum per restorer and the ratios of the medians. Needs root, runc, CRIU and
 //! busybox; `podrestore-pause` is looked up next to this binary.
 //!
-//! The agent is measured through [`agent_restore_command`], a command template
-//! (`--agent-cmd`): until `podrestore-agent restore` takes these images, it is
-//! left out of the table.
+//! The agent is measured as the node agent runs a restore: a call of its
+//! restore library function (`podrestore_agent::restore::restore`) on the
+//! images directory, from the plan with runc's rules to the cleanup of its
+//! `criu-root` mount and work directory, with the CRIU version asked once
+//! beforehand as the agent's service does at startup. `--agent-cmd` times a
+//! command line instead ([`agent_restore_command`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use podrestore_agent::criu::{Criu, CriuVersion};
+use podrestore_agent::namespaces::Namespace;
+use podrestore_agent::restore::{CheckpointSource, RestoreRequest};
 use podrestore_agent::sandbox::criu_cli::RestoreCli;
 use podrestore_agent::sandbox::runc::{BundleSpec, Runc, remove_cgroup};
 use podrestore_agent::sandbox::workload::{prepare_busybox_rootfs, scripts};
@@ -50,9 +56,8 @@ struct Args {
     /// The sandbox init; defaults to `podrestore-pause` next to this binary.
     #[arg(long, env = "PODRESTORE_BENCH_PAUSE")]
     pause: Option<PathBuf>,
-    /// The agent's restore as a shell command template; see
-    /// `agent_restore_command` for the placeholders. Unset: the agent is not
-    /// measured.
+    /// Time the agent through this shell command template instead of a call of
+    /// its restore function; see `agent_restore_command` for the placeholders.
     #[arg(long, env = "PODRESTORE_BENCH_AGENT_CMD")]
     agent_cmd: Option<String>,
     /// Print the results as JSON instead of a table.
@@ -82,8 +87,8 @@ struct Target<'a> {
 /// `sh -c`, like the bare CRIU line. The restored tree is found and killed in the
 /// target sandbox afterwards, so the command may detach.
 ///
-/// Example, once the agent restores an images directory:
-/// `podrestore-agent restore --images {images} --root {rootfs} --ns pid={pid}
+/// Example: `podrestore-agent restore --images {images} --root {rootfs}
+/// --cgroup-root {cgroup} --work-dir {work} --detach --ns pid={pid}
 /// --ns network={net} --ns ipc={ipc} --ns uts={uts} --ns mount`
 fn agent_restore_command(template: &str, target: &Target<'_>) -> Command {
     let mut line = template.to_owned();
@@ -208,7 +213,7 @@ fn main() -> Result<()> {
             }))?
         );
     } else {
-        print_table(&results, args.runs, &versions, args.agent_cmd.is_some());
+        print_table(&results, args.runs, &versions);
     }
     Ok(())
 }
@@ -265,15 +270,16 @@ fn bench_size(
         criu_ms: Vec::new(),
         agent_ms: Vec::new(),
     };
-    let mut restorers = vec![Restorer::Runc, Restorer::Criu];
-    if args.agent_cmd.is_some() {
-        restorers.push(Restorer::Agent);
-    }
+    let restorers = [Restorer::Runc, Restorer::Criu, Restorer::Agent];
+    let criu_version = Criu::default()
+        .version()
+        .context("asking CRIU for its version")?;
     for run in 0..args.runs {
         for restorer in &restorers {
             let took = restore_once(
                 *restorer,
                 args,
+                &criu_version,
                 &runc,
                 &dir,
                 &rootfs,
@@ -317,6 +323,7 @@ impl Drop for Container<'_> {
 fn restore_once(
     restorer: Restorer,
     args: &Args,
+    criu_version: &CriuVersion,
     runc: &Runc,
     dir: &Path,
     rootfs: &Path,
@@ -351,6 +358,23 @@ fn restore_once(
             check_landed(restored.pid, target)?;
             kill_and_reap(restored.pid, Duration::from_secs(30))?;
             restored.took
+        }
+        Restorer::Agent if args.agent_cmd.is_none() => {
+            std::fs::create_dir_all(&work)?;
+            let request = RestoreRequest {
+                source: CheckpointSource::Images(images.to_path_buf()),
+                namespaces: agent_namespaces(target)?,
+                root: Some(rootfs.to_path_buf()),
+                cgroup_root: Some(cgroup.clone()),
+                work_root: work.clone(),
+                criu_version: Some(criu_version.clone()),
+                ..RestoreRequest::default()
+            };
+            let started = Instant::now();
+            let outcome = podrestore_agent::restore::restore(request)?;
+            let took = started.elapsed();
+            check_landed(u32::try_from(outcome.pid)?, target)?;
+            took
         }
         Restorer::Agent => {
             let template = args.agent_cmd.as_deref().unwrap_or_default();
@@ -395,6 +419,19 @@ fn restore_once(
     let _ = remove_cgroup(&cgroup);
     let _ = std::fs::remove_dir_all(&work);
     Ok(took)
+}
+
+/// The target's namespaces as the agent takes them: the sandbox's pid, network,
+/// ipc and uts paths in runtime-config order, then a new mount namespace, as in
+/// the bundle runc restores with.
+fn agent_namespaces(target: &Sandbox) -> Result<Vec<Namespace>> {
+    let mut namespaces = target
+        .namespaces()
+        .into_iter()
+        .map(|(kind, path)| Namespace::from_oci(kind.oci_name(), path.to_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    namespaces.push(Namespace::from_oci("mount", None)?);
+    Ok(namespaces)
 }
 
 /// A restore only counts if the process runs in the target's namespaces.
@@ -485,7 +522,7 @@ fn ratio(top: &[f64], bottom: &[f64]) -> String {
     }
 }
 
-fn print_table(results: &[SizeResult], runs: usize, versions: &str, agent: bool) {
+fn print_table(results: &[SizeResult], runs: usize, versions: &str) {
     println!("restore time, median (min-max) of {runs} runs; {versions}");
     println!(
         "{:<8} {:>9} {:>9}  {:<22} {:<22} {:<22} {:>9} {:>10} {:>10}",
@@ -512,9 +549,6 @@ fn print_table(results: &[SizeResult], runs: usize, versions: &str, agent: bool)
             ratio(&result.agent_ms, &result.criu_ms),
             ratio(&result.agent_ms, &result.runc_ms),
         );
-    }
-    if !agent {
-        println!("agent: not measured; pass --agent-cmd (see agent_restore_command)");
     }
 }
 
