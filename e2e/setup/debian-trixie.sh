@@ -18,7 +18,12 @@ unpack() {
 	tmp=$(mktemp -d)
 	# apt downloads as the _apt user when it can write the directory.
 	chown _apt "$tmp" 2>/dev/null || true
-	(cd "$tmp" && apt_private trixie apt-get download "$pkg=$ver" >&2)
+	if ! (cd "$tmp" && apt_private trixie apt-get download "$pkg=$ver" >&2); then
+		# The package lists may be stale: refresh them once.
+		rm -f "$PODRESTORE_CACHE/apt-trixie/lists/.updated"
+		(cd "$tmp" && apt_private trixie apt-get download "$pkg=$ver" >&2) ||
+			die "trixie has no $pkg $ver any more (it has: $(apt_private trixie apt-cache policy "$pkg" | sed -n 's/ *Candidate: //p')); update the pin in kube-lib.sh"
+	fi
 	rm -rf "$dir.tmp"
 	run dpkg-deb -x "$tmp/${pkg}_${ver#*:}_amd64.deb" "$dir.tmp"
 	rm -rf "$tmp" "$dir"
