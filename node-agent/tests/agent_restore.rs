@@ -494,7 +494,48 @@ fn runc_and_the_agent_restore_the_same_images_into_the_same_namespaces() {
     assert_eq!(ns_inodes(pid), runc_inodes);
     assert_eq!(agent_landing.pid, Place::Target);
     assert_resumes_from(&checkpoint.counter, checkpoint.last);
+    stop(pid);
 
+    // The library call the agent's service makes, in this process: the same
+    // landing, and no descriptor or mount of it left here afterwards.
+    fs::remove_file(&checkpoint.counter.file).unwrap();
+    let me = std::process::id();
+    let mounts_before = procfs::mountinfo(me);
+    let fds_before = fd_targets_of_self();
+    let mut namespaces = sandbox_namespaces(&b);
+    namespaces.push(Namespace::parse_arg("mount").unwrap());
+    let work = ground.dir("library-work");
+    let outcome = podrestore_agent::restore::restore(RestoreRequest {
+        source: CheckpointSource::Archive(archive.clone()),
+        namespaces,
+        root: Some(checkpoint.rootfs.clone()),
+        work_root: work.clone(),
+        ..RestoreRequest::default()
+    })
+    .expect("restore through the library");
+    let pid = u32::try_from(outcome.pid).unwrap();
+    assert_eq!(Landing::observe(pid, &a, &b).unwrap(), runc_landing);
+    assert_eq!(ns_inodes(pid), runc_inodes);
+    assert_eq!(
+        outcome.archive.as_ref().map(|d| d.size),
+        Some(fs::metadata(&archive).unwrap().len())
+    );
+    let ticks = podrestore_agent::procinfo::start_ticks(Path::new("/proc"), outcome.pid);
+    assert_eq!(outcome.start_ticks, Some(ticks.unwrap()));
+    assert_resumes_from(&checkpoint.counter, checkpoint.last);
+    assert_eq!(procfs::mountinfo(me), mounts_before, "mounts changed");
+    assert_eq!(
+        fd_targets_of_self(),
+        fds_before,
+        "descriptors of this process changed"
+    );
+    assert_eq!(
+        entries(&work),
+        Vec::<String>::new(),
+        "temporary files were left"
+    );
+    // rst_sibling: the restored root is this process's child.
+    assert_eq!(procfs::stat(pid).unwrap().ppid, me);
     stop(pid);
     drop(peer);
     support::teardown(a);
@@ -508,6 +549,15 @@ fn oci_namespaces_of(sandbox: &Sandbox) -> serde_json::Value {
         .into_iter()
         .map(|(kind, path)| serde_json::json!({ "type": kind.oci_name(), "path": path }))
         .chain(std::iter::once(serde_json::json!({ "type": "mount" })))
+        .collect()
+}
+
+/// A sandbox's namespaces as the library takes them.
+fn sandbox_namespaces(sandbox: &Sandbox) -> Vec<Namespace> {
+    sandbox
+        .namespaces()
+        .into_iter()
+        .map(|(kind, path)| Namespace::from_oci(kind.oci_name(), path.to_str()).unwrap())
         .collect()
 }
 
@@ -555,11 +605,7 @@ fn cgroup_namespace_target_is_refused_and_leaves_nothing_behind() {
     assert_eq!(text(&out.stdout), "");
 
     // The library, in this process: same refusal, and nothing of it remains.
-    let mut namespaces: Vec<Namespace> = b
-        .namespaces()
-        .into_iter()
-        .map(|(kind, path)| Namespace::from_oci(kind.oci_name(), path.to_str()).unwrap())
-        .collect();
+    let mut namespaces = sandbox_namespaces(&b);
     namespaces.push(Namespace::parse_arg(&format!("cgroup={cgroup_ns}")).unwrap());
     let err = podrestore_agent::restore::restore(RestoreRequest {
         source: CheckpointSource::Archive(archive.clone()),
@@ -613,6 +659,58 @@ fn firewall(sandbox: &Sandbox) -> String {
         }
     }
     all
+}
+
+#[test]
+fn foreground_restore_waits_for_the_tree_and_passes_its_status_on() {
+    let _serial = serial();
+    let ground = support::ground();
+    let a = support::sandbox("agent-fg-a");
+    let b = support::sandbox("agent-fg-b");
+    let marker = ground.dir("fg").join("started");
+    let mut spec = support::WorkloadSpec::host("").unwrap();
+    let bb = spec.busybox_inside();
+    spec.script = format!(
+        "echo up > {marker}\n{bb} sleep 3\nexit 7\n",
+        marker = marker.display()
+    );
+    let workload = a.spawn(&spec).expect("start the workload");
+    podrestore_agent::sandbox::wait_until(
+        "the workload to start",
+        support::PROGRESS_TIMEOUT,
+        || marker.is_file(),
+    )
+    .unwrap();
+    let (archive, _) = checkpoint(&ground, &a, workload.pid(), &[]);
+    workload.stop().unwrap();
+
+    // No --detach: the command waits for the restored shell, reaps it and
+    // exits with its status.
+    let mut args = vec![
+        "restore".to_owned(),
+        "--archive".to_owned(),
+        archive.display().to_string(),
+        "--work-dir".to_owned(),
+        ground.dir("restore-work").display().to_string(),
+    ];
+    args.extend(ns_args(&b));
+    let started = std::time::Instant::now();
+    let out = agent(&args);
+    eprintln!(
+        "foreground restore: {:?} after {:?}, printed {:?}",
+        out.status,
+        started.elapsed(),
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let pid: u32 = text(&out.stdout).trim().parse().expect("the restored PID");
+    assert!(
+        !procfs::exists(pid),
+        "the restored process {pid} was not reaped"
+    );
+    support::assert_holds_only_init(&b);
+    support::teardown(a);
+    support::teardown(b);
 }
 
 #[test]
