@@ -621,6 +621,53 @@ mod tests {
     }
 
     #[test]
+    fn cancelled_before_it_starts_leaves_nothing() {
+        let parent = tempfile::tempdir().unwrap();
+        let archive = parent.path().join("a.tar");
+        fs::write(&archive, b"").unwrap();
+        let work_root = parent.path().join("work");
+        let request = RestoreRequest {
+            source: CheckpointSource::Archive(archive),
+            work_root: work_root.clone(),
+            criu_version: Some(CriuVersion {
+                major: 4,
+                minor: 2,
+                sublevel: 1,
+                gitid: None,
+                name: None,
+            }),
+            cancel: Some(Arc::new(AtomicBool::new(true))),
+            ..Default::default()
+        };
+        let err = restore(request).unwrap_err();
+        assert!(matches!(err, RestoreError::Cancelled), "{err:?}");
+        assert!(!work_root.exists());
+    }
+
+    #[test]
+    fn a_bad_archive_is_refused_and_its_directory_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let archive = parent.path().join("a.tar");
+        fs::write(&archive, vec![b'x'; 1024]).unwrap();
+        let work_root = parent.path().join("work");
+        let request = RestoreRequest {
+            source: CheckpointSource::Archive(archive),
+            work_root: work_root.clone(),
+            criu_version: Some(CriuVersion {
+                major: 4,
+                minor: 2,
+                sublevel: 1,
+                gitid: None,
+                name: None,
+            }),
+            ..Default::default()
+        };
+        let err = restore(request).unwrap_err();
+        assert!(matches!(err, RestoreError::Archive(_)), "{err:?}");
+        assert_eq!(fs::read_dir(&work_root).unwrap().count(), 0);
+    }
+
+    #[test]
     fn mount_namespace_detected_from_image_names() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("pstree.img"), b"").unwrap();
