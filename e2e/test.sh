@@ -42,18 +42,30 @@ if [ -x node-agent/fuzz/run.sh ]; then
     node-agent/fuzz/run.sh "$fuzz_seconds"
 fi
 
+step "OCI image tool"
+python3 -m unittest discover -s e2e/images
+
 step "bringing up the local cluster"
+cluster_up=0
+logs=${PODRESTORE_E2E_LOGS:-$PODRESTORE_CACHE/logs/e2e-$(date +%Y%m%d-%H%M%S)}
 cleanup() {
     status=$?
-    step "taking the local cluster down"
-    "$here/cluster" down || status=1
+    if [ "$cluster_up" = 1 ]; then
+        step "taking the local cluster down (logs kept in $logs)"
+        PODRESTORE_E2E_LOGS=$logs "$here/cluster" down || status=1
+    fi
     exit "$status"
 }
 trap cleanup EXIT
+cluster_up=1
 "$here/cluster" up
 eval "$("$here/cluster" env)"
 
 step "end-to-end scenarios on the local cluster"
 cargo test -p podrestore-e2e --locked -- --test-threads=1
 
-step "all tests passed"
+step "taking the local cluster down; it must leave nothing behind"
+cluster_up=0
+"$here/cluster" down
+
+step "all tests passed in $(( $(date +%s) - started ))s"
