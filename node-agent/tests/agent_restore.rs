@@ -480,6 +480,9 @@ fn runc_and_the_agent_restore_the_same_images_into_the_same_namespaces() {
             "mount".to_owned(),
             "--root".to_owned(),
             checkpoint.rootfs.display().to_string(),
+            // A cgroup of its own, as runc gives the restored container.
+            "--cgroup-root".to_owned(),
+            format!("/podrestore-{}-agent", checkpoint.id),
         ],
     );
     let agent_landing = Landing::observe(pid, &a, &b).unwrap();
@@ -509,6 +512,7 @@ fn runc_and_the_agent_restore_the_same_images_into_the_same_namespaces() {
         source: CheckpointSource::Archive(archive.clone()),
         namespaces,
         root: Some(checkpoint.rootfs.clone()),
+        cgroup_root: Some(format!("/podrestore-{}-library", checkpoint.id)),
         work_root: work.clone(),
         ..RestoreRequest::default()
     })
@@ -538,6 +542,9 @@ fn runc_and_the_agent_restore_the_same_images_into_the_same_namespaces() {
     assert_eq!(procfs::stat(pid).unwrap().ppid, me);
     stop(pid);
     drop(peer);
+    for cgroup in ["agent", "library"] {
+        remove_cgroup(&format!("/podrestore-{}-{cgroup}", checkpoint.id));
+    }
     support::teardown(a);
     support::teardown(b);
 }
@@ -550,6 +557,26 @@ fn oci_namespaces_of(sandbox: &Sandbox) -> serde_json::Value {
         .map(|(kind, path)| serde_json::json!({ "type": kind.oci_name(), "path": path }))
         .chain(std::iter::once(serde_json::json!({ "type": "mount" })))
         .collect()
+}
+
+/// Removes a cgroup the restored tree lived in, from every hierarchy; a cgroup
+/// v1 directory stays busy for a moment after its last task was reaped.
+fn remove_cgroup(path: &str) {
+    let mut last = None;
+    let gone = podrestore_agent::sandbox::wait_until(
+        format!("cgroup {path} to be removed"),
+        Duration::from_secs(10),
+        || match podrestore_agent::sandbox::runc::remove_cgroup(path) {
+            Ok(()) => true,
+            Err(err) => {
+                last = Some(err.to_string());
+                false
+            }
+        },
+    );
+    if let Err(err) = gone {
+        panic!("{err}: {}", last.unwrap_or_default());
+    }
 }
 
 /// A sandbox's namespaces as the library takes them.
