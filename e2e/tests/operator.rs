@@ -634,7 +634,23 @@ async fn the_operator_issues_certificates_naming_the_nodes() -> Result<()> {
     let agent_secret = secrets.get("podrestore-agent-tls").await?;
     assert_eq!(agent_secret.type_.as_deref(), Some("kubernetes.io/tls"));
     assert!(!agent_secret.data.unwrap_or_default().contains_key("ca.key"));
-    drop(setup);
+
+    // A lost agents' Secret is issued again, from the same CA, at the next check.
+    secrets
+        .delete("podrestore-agent-tls", &DeleteParams::default())
+        .await?;
+    let reissued = wait_until("the agents' Secret to be reissued", CONDITION, || async {
+        Ok(secrets.get_opt("podrestore-agent-tls").await?)
+    })
+    .await
+    .with_context(|| setup.logs())?;
+    let data = reissued.data.unwrap_or_default();
+    let new_cert = data.get("tls.crt").context("no tls.crt")?;
+    assert_ne!(new_cert.0, cert.as_bytes(), "a new key pair");
+    assert_eq!(
+        data.get("ca.crt").map(|b| b.0.as_slice()),
+        Some(ca.as_bytes())
+    );
     Ok(())
 }
 

@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -114,6 +117,17 @@ pub struct Context {
     pub allowed_source_namespaces: Vec<String>,
     /// Consecutive failures per PodRestore UID, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Reconciles running now.
+    in_flight: AtomicUsize,
+}
+
+/// Counts a running reconcile while alive.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Context {
@@ -132,7 +146,15 @@ impl Context {
             agents,
             allowed_source_namespaces,
             failures: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// How many reconciles run now. At shutdown the operator waits for this to reach zero
+    /// (the controller's own graceful shutdown can wait forever when it is asked to stop
+    /// before its first list completed).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -180,6 +202,8 @@ fn truncate_note(mut note: String) -> String {
 /// Reconciles one PodRestore.
 pub async fn reconcile(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    ctx.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _running = InFlight(&ctx.in_flight);
     let namespace = pr.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<PodRestore> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = pr.uid().unwrap_or_default();

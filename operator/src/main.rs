@@ -189,7 +189,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let stop = until(leader_stop_rx.clone());
         async move { certs.run(every, stop).await }
     });
-    let controller = controller::run(ctx, args.watch_namespace.as_deref(), until(leader_stop_rx));
+    let controller = controller::run(
+        ctx.clone(),
+        args.watch_namespace.as_deref(),
+        until(leader_stop_rx),
+    );
     tokio::pin!(controller);
     info!("leading: controller running");
 
@@ -213,8 +217,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             // the Lease is released so a standby takes over without waiting for it.
             // Keep renewing meanwhile, so that no standby takes over under a running
             // reconcile.
+            let idle = async {
+                while ctx.in_flight() > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
             tokio::select! {
                 _ = &mut controller => {}
+                _ = idle => {}
                 _ = elector.keep() => warn!("lost the leader Lease while finishing reconciles"),
             }
             let _ = cert_task.await;
