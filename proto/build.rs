@@ -4,7 +4,7 @@
 use std::error::Error;
 
 /// The schemas this crate compiles, relative to this folder.
-const PROTOS: &[&str] = &["criu/rpc.proto", "agent/agent.proto"];
+const PROTOS: &[&str] = &["criu/rpc.proto", "agent/agent.proto", "cri/api.proto"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     for proto in PROTOS {
