@@ -50,6 +50,16 @@ pub const FINALIZER: &str = "podrestore.io/cleanup";
 /// The one field manager of every status write.
 pub const FIELD_MANAGER: &str = "podrestore-operator";
 
+/// Reasons of events that are not also condition reasons.
+pub mod event_reason {
+    /// The agent was asked to restore.
+    pub const RESTORE_STARTED: &str = "RestoreStarted";
+    /// The agent stopped the restored tree (if it ran) and removed its files.
+    pub const CLEANED_UP: &str = "CleanedUp";
+    /// Deletion went ahead without the agent (its node is gone, or it stayed away).
+    pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
+}
+
 /// Retry of a refusal that depends on the target pod (it may start running).
 const POD_RETRY: Duration = Duration::from_secs(15);
 /// Retry of other refusals (they change only with the cluster's configuration).
@@ -511,7 +521,7 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
         ctx.event(
             &pr,
             EventType::Normal,
-            "RestoreStarted",
+            event_reason::RESTORE_STARTED,
             "Restore",
             format!(
                 "restoring {} into container {} of pod {} on node {}",
@@ -603,8 +613,14 @@ pub async fn cleanup(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, E
                 },
                 response.removed.len()
             );
-            ctx.event(&pr, EventType::Normal, "CleanedUp", "Cleanup", note)
-                .await;
+            ctx.event(
+                &pr,
+                EventType::Normal,
+                event_reason::CLEANED_UP,
+                "Cleanup",
+                note,
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(err @ AgentError::NoAgent { .. }) => {
@@ -629,8 +645,14 @@ pub async fn cleanup(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, E
             } else {
                 format!("node {node} is gone; nothing left to clean up")
             };
-            ctx.event(&pr, EventType::Warning, "CleanupSkipped", "Cleanup", note)
-                .await;
+            ctx.event(
+                &pr,
+                EventType::Warning,
+                event_reason::CLEANUP_SKIPPED,
+                "Cleanup",
+                note,
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(err) => Err(err.into()),
