@@ -62,6 +62,8 @@ cluster_up=1
 eval "$("$here/cluster" env)"
 
 step "end-to-end scenarios on the local cluster"
+# The scenarios run the operator and agent binaries from the target directory.
+cargo build -p podrestore-operator -p podrestore-agent --locked
 cargo test -p podrestore-e2e --locked -- --test-threads=1
 
 step "taking the local cluster down; it must leave nothing behind"
