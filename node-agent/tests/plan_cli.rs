@@ -64,6 +64,8 @@ fn prints_the_restore_request() {
         "log_level": 4,
         "manage_cgroups": true,
         "manage_cgroups_mode": "SOFT",
+        // Beyond runc: without --tcp-established the agent asks for no lock.
+        "network_lock": "SKIP",
         "notify_scripts": true,
         "orphan_pts_master": true,
         "rst_sibling": true,

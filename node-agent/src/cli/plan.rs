@@ -15,6 +15,7 @@ use podrestore_agent::criu::options::{
     ConfigFile, CriuFlags, NetworkLock, RestoreOptions, restore_plan,
 };
 use podrestore_agent::namespaces::Namespace;
+use podrestore_agent::netlock;
 use podrestore_agent::sys::Host;
 
 /// Arguments of `podrestore-agent plan`.
@@ -75,7 +76,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     criu_config: Option<String>,
     /// How CRIU locks the network: iptables, nftables or skip (not a runc
-    /// option; absent leaves CRIU's default, as runc does).
+    /// option). Absent: the agent's own choice, as `restore` makes it: skip
+    /// unless --tcp-established is given, where runc would leave CRIU's
+    /// iptables default.
     #[arg(long, value_name = "METHOD")]
     network_lock: Option<String>,
     /// Restore established TCP connections closed (not a runc option).
@@ -102,7 +105,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .network_lock
         .as_deref()
         .map(str::parse::<NetworkLock>)
-        .transpose()?;
+        .transpose()?
+        // Beyond runc: the same default as `restore`, so the plan shows what
+        // a restore would really send.
+        .or_else(|| netlock::automatic(criu_version, args.tcp_established));
     let options = RestoreOptions {
         root: args.root,
         flags: CriuFlags {
