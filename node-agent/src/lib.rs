@@ -6,6 +6,7 @@ pub mod namespaces;
 pub mod netlock;
 pub mod procinfo;
 pub mod restore;
+pub mod runtime;
 pub mod sandbox;
 pub mod service;
 pub mod sys;
