@@ -12,7 +12,7 @@
 //! - the spec from the OCI bundle's `config.json`, found through the shim or
 //!   conmon that started the init ([`procfs::find_bundle`]);
 //! - without any spec: the namespace list from the inodes of
-//!   `/proc/<pid>/ns/*` compared with the sandbox process's and the host's
+//!   `/proc/<pid>/ns/*` compared with the sandbox process's and the node's
 //!   ([`namespaces::from_inodes`]), the bind mounts from CRI's mount list, and
 //!   the root as `/proc/<pid>/root`.
 //!
@@ -633,7 +633,7 @@ fn resolve(
             spec_source,
         ),
         None => (
-            proc_namespaces(proc_root, pid, sandbox_pid)?,
+            proc_namespaces(proc_root, pid, sandbox_pid, parent_pid.unwrap_or(1))?,
             Source::Procfs,
         ),
     };
@@ -689,11 +689,14 @@ pub fn rootfs_path(
 }
 
 /// The namespace list of `pid` found from `/proc`, compared with the sandbox
-/// process and with PID 1 (the host's namespaces).
+/// process and with `node_pid`, a process in the node's namespaces: the
+/// runtime's shim or conmon that started the container (PID 1 may be out of
+/// reach: its namespaces cannot be read without ptrace access to it).
 pub fn proc_namespaces(
     proc_root: &Path,
     pid: i32,
     sandbox_pid: Option<i32>,
+    node_pid: i32,
 ) -> Result<Vec<Namespace>, RuntimeError> {
     let read = |p: i32| {
         procfs::ns_inodes(proc_root, p).map_err(|source| RuntimeError::Read {
@@ -702,7 +705,7 @@ pub fn proc_namespaces(
         })
     };
     let container = read(pid)?;
-    let host = read(1)?;
+    let node = read(node_pid)?;
     let sandbox = match sandbox_pid {
         Some(p) => Some((p, read(p)?)),
         None => None,
@@ -710,7 +713,7 @@ pub fn proc_namespaces(
     Ok(namespaces::from_inodes(
         &container,
         sandbox.as_ref().map(|(p, i)| (*p, i)),
-        &host,
+        &node,
         proc_root,
     ))
 }

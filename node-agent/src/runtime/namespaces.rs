@@ -57,9 +57,10 @@ pub fn own_namespaces(list: &[Namespace], proc_root: &Path, pid: i32) -> Vec<Nam
 
 /// The namespace list a CRI runtime would have written, found from the
 /// inodes of `/proc/<pid>/ns/*` when the runtime does not say:
-/// - a namespace the container shares with the host (`host`, normally
-///   `/proc/1/ns/*`) is not listed, as runtimes leave out `hostNetwork`,
-///   `hostIPC` and `hostPID` namespaces;
+/// - a namespace the container shares with the node (`node`: the inodes of
+///   a process in the node's namespaces, such as the runtime's shim) is not
+///   listed, as runtimes leave out `hostNetwork`, `hostIPC` and `hostPID`
+///   namespaces;
 /// - one it shares with the sandbox process points at the sandbox's
 ///   `<proc>/<sandbox pid>/ns/<x>`, as containerd writes it;
 /// - any other is the container's own: listed without a path.
@@ -69,7 +70,7 @@ pub fn own_namespaces(list: &[Namespace], proc_root: &Path, pid: i32) -> Vec<Nam
 pub fn from_inodes(
     container: &NsInodes,
     sandbox: Option<(i32, &NsInodes)>,
-    host: &NsInodes,
+    node: &NsInodes,
     proc_root: &Path,
 ) -> Vec<Namespace> {
     let mut out = Vec::new();
@@ -77,7 +78,7 @@ pub fn from_inodes(
         let Some(inode) = container.get(&kind) else {
             continue;
         };
-        if host.get(&kind) == Some(inode) {
+        if node.get(&kind) == Some(inode) {
             continue;
         }
         let path = sandbox

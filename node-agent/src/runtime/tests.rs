@@ -444,12 +444,12 @@ async fn no_spec_at_all_reads_namespaces_from_proc() {
     let ns_dir = |pid: i32| node.proc_root.join(pid.to_string()).join("ns");
     for kind in NamespaceType::ALL {
         let name = kind.proc_name();
-        fs::write(ns_dir(1).join(name), "").unwrap();
+        fs::write(ns_dir(SHIM_PID).join(name), "").unwrap();
         fs::write(ns_dir(SANDBOX_PID).join(name), "").unwrap();
         let source = match kind {
             Ipc | Uts | Network => Some(ns_dir(SANDBOX_PID).join(name)),
             NamespaceType::User | NamespaceType::Cgroup | NamespaceType::Time => {
-                Some(ns_dir(1).join(name))
+                Some(ns_dir(SHIM_PID).join(name))
             }
             _ => None,
         };
