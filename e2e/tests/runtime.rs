@@ -277,8 +277,15 @@ fn check_common(
     Ok(())
 }
 
-/// runc's rules over the target's list: (inherit_fd keys with fds, join_ns types).
-fn rules(target: &TargetContainer) -> Result<(Vec<(String, i32)>, Vec<String>)> {
+/// What runc's rules make of a namespace list: inherit_fd keys with their fd
+/// numbers, and the joined namespace types.
+struct Rules {
+    inherit: Vec<(String, i32)>,
+    join: Vec<String>,
+}
+
+/// runc's rules over the target's list.
+fn rules(target: &TargetContainer) -> Result<Rules> {
     let plan = restore_namespaces(&Host, CRIU_VERSION, &target.restore_namespaces())?;
     for (fd, path) in plan.inherit_fd.iter().zip(&plan.opened) {
         eprintln!(
@@ -291,13 +298,14 @@ fn rules(target: &TargetContainer) -> Result<(Vec<(String, i32)>, Vec<String>)> 
     for j in &plan.join_ns {
         eprintln!("  join_ns {} {}", j.ns, j.ns_file);
     }
-    Ok((
-        plan.inherit_fd
+    Ok(Rules {
+        inherit: plan
+            .inherit_fd
             .iter()
             .map(|f| (f.key.clone(), f.fd))
             .collect(),
-        plan.join_ns.iter().map(|j| j.ns.clone()).collect(),
-    ))
+        join: plan.join_ns.iter().map(|j| j.ns.clone()).collect(),
+    })
 }
 
 fn kinds(target: &TargetContainer) -> Vec<(&'static str, bool)> {
@@ -364,7 +372,7 @@ async fn runtime_describes_an_ordinary_pod_container() -> Result<()> {
     );
 
     // runc's rules: external network namespace, joined ipc and uts.
-    let (inherit, join) = rules(&target)?;
+    let Rules { inherit, join } = rules(&target)?;
     assert_eq!(inherit, [("extRootNetNS".to_owned(), 4)]);
     assert_eq!(join, ["ipc", "uts"]);
     Ok(())
@@ -403,7 +411,7 @@ async fn runtime_describes_a_shared_pid_namespace_pod_container() -> Result<()> 
     );
 
     // runc's rules: external pid and network namespaces, in the list's order.
-    let (inherit, join) = rules(&target)?;
+    let Rules { inherit, join } = rules(&target)?;
     assert_eq!(
         inherit,
         [

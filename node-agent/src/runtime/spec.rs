@@ -26,7 +26,7 @@
 //!   namespace at the infra process (`/proc/<pid>/ns/pid`) when shared. A
 //!   namespace of the host (`hostNetwork`, `hostIPC`, `hostPID`) is absent
 //!   from both lists.
-//! - `linux.cgroupsPath`: `/kubepods/...//<id>` with the cgroupfs driver,
+//! - `linux.cgroupsPath`: `/kubepods/.../pod<uid>/<id>` with the cgroupfs driver,
 //!   `<slice>:cri-containerd:<id>` or `<slice>:crio:<id>` with systemd.
 //!
 //! The sandbox's verbose status carries `pid` (the pause process) in
