@@ -2,6 +2,7 @@
 pub mod archive;
 pub mod checkpoint;
 pub mod criu;
+pub mod engine;
 pub mod namespaces;
 pub mod netlock;
 pub mod procinfo;

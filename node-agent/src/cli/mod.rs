@@ -9,6 +9,7 @@ mod checkpoint;
 mod inspect;
 mod plan;
 mod restore;
+mod restore_shim;
 mod serve;
 
 /// Restore CRIU checkpoints into pods, following runc's restore rules.
@@ -31,6 +32,9 @@ enum Command {
     Inspect(inspect::Args),
     /// Run the agent's gRPC service for the operator.
     Serve(serve::Args),
+    /// Restore inside a target container's PID namespace (started by `serve`).
+    #[command(hide = true)]
+    RestoreShim(restore_shim::Args),
 }
 
 /// Runs the chosen subcommand and maps its outcome to the process exit status:
@@ -42,6 +46,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Restore(a) => restore::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::RestoreShim(a) => restore_shim::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::info;
 
+use podrestore_agent::engine::{EngineConfig, NodeEngine};
+use podrestore_agent::runtime::{self as cri_runtime, RuntimeConfig};
 use podrestore_agent::service::{
-    AgentService, RestoreEngine, ServiceConfig, UnavailableEngine,
+    AgentService, RestoreEngine, ServiceConfig,
     metrics::Metrics,
     server::{self, ListenerOptions},
     tls::{self, ReloadingServerConfig, TlsFiles},
@@ -104,6 +106,19 @@ pub struct Args {
     #[arg(long, env = "PODRESTORE_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     shutdown_grace_seconds: u64,
 
+    /// The CRIU binary restores run with (a bare name is looked up on PATH).
+    #[arg(long, env = "PODRESTORE_CRIU", default_value = "criu")]
+    criu: PathBuf,
+
+    /// The container runtime's CRI endpoint (`unix:///path` or a socket path), where
+    /// the agent finds target containers.
+    #[arg(
+        long,
+        env = "PODRESTORE_RUNTIME_ENDPOINT",
+        default_value = "unix:///run/containerd/containerd.sock"
+    )]
+    runtime_endpoint: String,
+
     /// Log format.
     #[arg(
         long,
@@ -114,11 +129,20 @@ pub struct Args {
     log_format: LogFormat,
 }
 
-/// The engine that performs restores on this node.
-fn engine() -> Arc<dyn RestoreEngine> {
-    // The node restore engine (archive, CRI, CRIU) plugs in here; until then every
-    // restore is refused with reason `Unsupported`.
-    Arc::new(UnavailableEngine)
+/// The engine that performs restores on this node: the container runtime (CRI),
+/// the archive and CRIU, with this binary as the restore shim.
+fn engine(args: &Args) -> anyhow::Result<Arc<dyn RestoreEngine>> {
+    let socket = cri_runtime::socket_path(&args.runtime_endpoint)?;
+    let shim_binary = std::env::current_exe().context("find the agent's own binary")?;
+    Ok(Arc::new(NodeEngine::new(EngineConfig {
+        criu: args.criu.clone(),
+        shim_binary,
+        runtime: RuntimeConfig {
+            socket,
+            ..RuntimeConfig::default()
+        },
+        ..EngineConfig::default()
+    })))
 }
 
 fn init_tracing(format: LogFormat) {
@@ -143,6 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let engine = engine(&args)?;
     let files = TlsFiles {
         cert: args.tls_cert,
         key: args.tls_key,
@@ -165,7 +190,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
     let service = AgentService::start(
-        engine(),
+        engine,
         ServiceConfig {
             node_name: args.node_name.clone(),
             state_dir: args.state_dir,

@@ -34,3 +34,33 @@ pub fn setns(ns: impl AsFd, nstype: i32) -> io::Result<()> {
     nix::sched::setns(ns, CloneFlags::from_bits_retain(nstype))?;
     Ok(())
 }
+
+/// Gives the calling thread a mount namespace of its own (a copy of the
+/// current one) whose mounts receive, but never send, mount events (`MS_SLAVE`
+/// recursively): what the process mounts afterwards stays private to it, and
+/// unmounts on the node still reach it. The caller must be single-threaded for
+/// the namespace to cover the whole process.
+pub fn unshare_mount_namespace() -> io::Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
+/// Mounts a fresh `proc` on `target` (`nosuid,nodev,noexec`): it shows the
+/// PID namespace the calling process is a member of.
+pub fn mount_proc(target: &Path) -> io::Result<()> {
+    nix::mount::mount(
+        Some("proc"),
+        target,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,750 @@
+//! The node restore engine: restores a checkpoint archive into a running
+//! container of a pod, so that the restored processes belong to that pod as if
+//! the runtime had started them there.
+//!
+//! How a restore goes ([`NodeEngine::restore`]):
+//! 1. The target container is found through the container runtime (CRI,
+//!    [`crate::runtime`]): its init's host PID, root file system, mounts,
+//!    namespace list (in the runtime's order) and cgroups.
+//! 2. The archive is read once ([`crate::archive::summary`]) for its mounts and
+//!    refused by the archive policy before anything else happens.
+//! 3. The restore is planned from the target alone, never from paths in the
+//!    archive:
+//!    - **Namespaces**: the runtime's list goes to runc's rules unchanged: an
+//!      ordinary pod's network namespace (the sandbox's) is external
+//!      (`inherit_fd extRootNetNS`), ipc and uts are joined, and with
+//!      `shareProcessNamespace` the sandbox's PID namespace is external.
+//!    - **PID namespace when it is not external**: CRIU creates a new one for
+//!      the tree (the checkpointed container's init is PID 1 there). It is
+//!      created as a child of the PID namespace CRIU runs in, so CRIU runs in
+//!      the target container's: the restored tree is then inside the pod's
+//!      process tree (`kubectl exec <target> -- ps` shows it) and ends when the
+//!      target's PID namespace ends (deleting the pod kills its init, and the
+//!      kernel kills every process of that namespace and of the namespaces
+//!      below it). See [`shim`] for how CRIU gets there.
+//!    - **Root file system**: CRIU rebuilds the checkpoint's own mount
+//!      namespace over the target container's root file system, bind-mounted as
+//!      CRIU's root as runc does. The agent needs a path to it in its own mount
+//!      namespace (the kernel refuses to bind-mount `/proc/<pid>/root` across
+//!      mount namespaces): the mount whose device and root match the one the
+//!      container sees at `/`, else the runtime's rootfs path. The agent must
+//!      therefore run in the runtime's mount namespace (on a real node: the
+//!      host's).
+//!    - **Mounts**: [`mounts`]: the checkpoint's bind mounts map to the
+//!      target's mounts at the same destinations, or the restore is refused
+//!      with the missing ones listed; cgroup v1 binds map to the target's
+//!      cgroups; masked files to `/dev/null`.
+//!    - **Cgroups**: the tree lands in the target container's cgroups: the
+//!      shim joins them before CRIU starts (runc's `criuApplyCgroups`), and
+//!      CRIU's cgroup root is the container's cgroup, so the pod's limits and
+//!      accounting apply.
+//! 4. The shim restores ([`shim`]) and stays as the tree's parent; the engine
+//!    maps the PID it reports to the host's and keeps the root's start time
+//!    in [`RestoreOutcome::extra`], so a reused PID is never taken for the
+//!    restored tree.
+//!
+//! Not done: the checkpoint's `rootfs-diff.tar` (the container's writable
+//! layer) is not applied to the target's root file system; files the
+//! workload wrote there before the checkpoint are missing after the restore.
+
+pub mod mountinfo;
+pub mod mounts;
+pub mod process;
+pub mod shim;
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::OnceCell;
+
+use crate::archive::summary::{ArchiveSummary, summarize_file};
+use crate::archive::{ArchiveError, Limits};
+use crate::criu::Criu;
+use crate::namespaces::NamespaceType;
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError, TargetContainer};
+use crate::service::{
+    ArchiveInfo, EngineError, EngineErrorKind, ManageCgroupsMode, NetworkLock, Phase,
+    ProgressReporter, RestoreEngine, RestoreJob, RestoreOutcome,
+};
+use shim::{ShimReply, ShimRequest};
+
+/// `extra` key: the restored root's start time in clock ticks after boot.
+pub const EXTRA_START_TICKS: &str = "startTicks";
+/// `extra` key: the shim's host PID.
+pub const EXTRA_SHIM_PID: &str = "shimPid";
+/// `extra` key: the root's PID inside the target container's PID namespace.
+pub const EXTRA_POD_PID: &str = "podPid";
+
+/// How long [`NodeEngine::stop`] waits for a killed tree to be gone.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The CRIU binary.
+    pub criu: PathBuf,
+    /// The agent's own binary, run as the shim.
+    pub shim_binary: PathBuf,
+    /// How to reach the container runtime.
+    pub runtime: RuntimeConfig,
+    /// Where `/proc` is (host PIDs, the agent's mount namespace).
+    pub proc_root: PathBuf,
+    /// Caps on the archive.
+    pub limits: Limits,
+    /// How long a restarted agent waits for a shim that is still restoring.
+    pub recover_wait: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            criu: PathBuf::from("criu"),
+            shim_binary: PathBuf::from("/proc/self/exe"),
+            runtime: RuntimeConfig::default(),
+            proc_root: PathBuf::from("/proc"),
+            limits: Limits::default(),
+            recover_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The restore engine of a node: CRI, the archive, CRIU.
+#[derive(Debug)]
+pub struct NodeEngine {
+    config: EngineConfig,
+    criu_version: OnceCell<String>,
+}
+
+impl NodeEngine {
+    /// An engine with `config`. Nothing is checked yet: a missing CRIU or
+    /// runtime fails the requests that need them, with a message saying so.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            criu_version: OnceCell::new(),
+        }
+    }
+}
+
+fn error(kind: EngineErrorKind, message: impl Into<String>) -> EngineError {
+    EngineError::new(kind, message)
+}
+
+fn internal(message: impl Into<String>) -> EngineError {
+    error(EngineErrorKind::Internal, message)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| internal(format!("a blocking task of the engine failed: {e}")))?
+}
+
+fn archive_error(archive: &Path, err: ArchiveError) -> EngineError {
+    match &err {
+        ArchiveError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => error(
+            EngineErrorKind::ArchiveNotFound,
+            format!("no checkpoint archive at {}", archive.display()),
+        ),
+        _ => error(EngineErrorKind::ArchiveInvalid, err.to_string()),
+    }
+}
+
+fn runtime_error(err: RuntimeError) -> EngineError {
+    let kind = match err {
+        RuntimeError::PodNotFound { .. }
+        | RuntimeError::ContainerNotFound { .. }
+        | RuntimeError::AmbiguousContainer { .. } => EngineErrorKind::TargetMismatch,
+        RuntimeError::Namespace { .. } => EngineErrorKind::Unsupported,
+        _ => EngineErrorKind::Internal,
+    };
+    error(kind, err.to_string())
+}
+
+/// The ID part of `<runtime>://<id>`.
+fn bare_id(container_id: &str) -> &str {
+    container_id
+        .split_once("://")
+        .map_or(container_id, |(_, id)| id)
+}
+
+/// Everything [`NodeEngine::restore`] decided before the shim starts.
+struct Prepared {
+    request: ShimRequest,
+    pid_ns: File,
+    log: File,
+    container_id: String,
+}
+
+impl NodeEngine {
+    /// Step 3 of the module documentation.
+    fn prepare(
+        &self,
+        job: &RestoreJob,
+        target: &TargetContainer,
+        summary: &ArchiveSummary,
+    ) -> Result<Prepared, EngineError> {
+        let proc_root = &self.config.proc_root;
+        let read = |path: PathBuf| {
+            fs::read_to_string(&path)
+                .map_err(|e| internal(format!("cannot read {}: {e}", path.display())))
+        };
+        let agent_mounts = mountinfo::parse(&read(proc_root.join("self/mountinfo"))?);
+        let target_mounts = mountinfo::parse(&read(
+            proc_root.join(target.pid.to_string()).join("mountinfo"),
+        )?);
+        let root = self.root_of(target, &agent_mounts, &target_mounts)?;
+
+        let v1 = mountinfo::cgroup_v1_mounts(&agent_mounts);
+        let v2 = mountinfo::cgroup_v2_mount(&agent_mounts);
+        let cgroup_binds = mounts::cgroup_binds(target, &v1);
+        let destinations: Vec<String> = summary
+            .mounts
+            .bind_mount_destinations()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let ext_mounts = mounts::ext_mounts(&destinations, target, &cgroup_binds)
+            .map_err(|e| error(EngineErrorKind::TargetMismatch, e.to_string()))?;
+        let cgroup_root = target.cgroup_path().map(str::to_owned).ok_or_else(|| {
+            error(
+                EngineErrorKind::Unsupported,
+                "the target container's cgroup paths differ between hierarchies; the restore sets one cgroup root for all of them",
+            )
+        })?;
+        let join_cgroups = mounts::cgroup_procs(&target.cgroups, &v1, v2.as_ref());
+
+        let pid_ns_path = target.own_namespace(proc_root, NamespaceType::Pid);
+        let pid_ns = File::open(&pid_ns_path).map_err(|e| {
+            error(
+                EngineErrorKind::TargetMismatch,
+                format!(
+                    "cannot open the target's PID namespace {}: {e}",
+                    pid_ns_path.display()
+                ),
+            )
+        })?;
+        let log_path = job.work_dir.join(shim::LOG_FILE);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| internal(format!("cannot create {}: {e}", log_path.display())))?;
+
+        let options = &job.options;
+        let container_id = if job.target.container_id.is_empty() {
+            format!("containerd://{}", target.container_id)
+        } else {
+            job.target.container_id.clone()
+        };
+        let request = ShimRequest {
+            container_id: container_id.clone(),
+            archive: job.archive.clone(),
+            namespaces: target
+                .restore_namespaces()
+                .into_iter()
+                .map(|ns| shim::NamespaceSpec {
+                    kind: ns.kind.oci_name().to_owned(),
+                    path: ns.path,
+                })
+                .collect(),
+            root,
+            ext_mounts,
+            cgroup_root: Some(cgroup_root),
+            join_cgroups,
+            tcp_established: options.tcp_established,
+            ext_unix_sk: options.ext_unix_sk,
+            shell_job: options.shell_job,
+            file_locks: options.file_locks,
+            manage_cgroups_mode: match options.manage_cgroups_mode {
+                ManageCgroupsMode::Soft => "soft",
+                ManageCgroupsMode::Full => "full",
+                ManageCgroupsMode::Strict => "strict",
+                ManageCgroupsMode::Ignore => "ignore",
+            }
+            .to_owned(),
+            network_lock: Some(
+                match options.network_lock {
+                    NetworkLock::Iptables => "iptables",
+                    NetworkLock::Nftables => "nftables",
+                    NetworkLock::Skip => "skip",
+                }
+                .to_owned(),
+            ),
+            work_root: job.work_dir.clone(),
+            criu: self.config.criu.clone(),
+            outcome_file: job.work_dir.join(shim::OUTCOME_FILE),
+        };
+        Ok(Prepared {
+            request,
+            pid_ns,
+            log,
+            container_id,
+        })
+    }
+
+    /// The target's root file system as a path in the agent's mount namespace.
+    fn root_of(
+        &self,
+        target: &TargetContainer,
+        agent_mounts: &[mountinfo::MountEntry],
+        target_mounts: &[mountinfo::MountEntry],
+    ) -> Result<PathBuf, EngineError> {
+        if let Some(found) = mountinfo::root_mount(target_mounts)
+            .and_then(|root| mountinfo::same_mount(agent_mounts, root))
+        {
+            return Ok(PathBuf::from(&found.mount_point));
+        }
+        let through_proc = target.root_through_proc(&self.config.proc_root);
+        if target.rootfs != through_proc && target.rootfs.is_dir() {
+            return Ok(target.rootfs.clone());
+        }
+        Err(error(
+            EngineErrorKind::Unsupported,
+            format!(
+                "the root file system of container {} is not mounted in the agent's mount namespace; run the agent in the container runtime's mount namespace",
+                target.container_id
+            ),
+        ))
+    }
+
+    /// Runs the shim to its reply, within `deadline`. On a timeout the shim
+    /// and whatever it started are killed: CRIU, losing its client, rolls the
+    /// restore back.
+    async fn run_shim(
+        &self,
+        uid: &str,
+        prepared: Prepared,
+        deadline: Instant,
+    ) -> Result<(ShimReply, Child), EngineError> {
+        let shim_pid = Arc::new(AtomicI32::new(0));
+        let binary = self.config.shim_binary.clone();
+        let uid_owned = uid.to_owned();
+        let pid_slot = shim_pid.clone();
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let mut child = shim::spawn(
+                &binary,
+                &uid_owned,
+                &prepared.pid_ns,
+                &prepared.request,
+                prepared.log,
+            )
+            .map_err(|e| {
+                internal(format!(
+                    "cannot start the restore shim {}: {e}",
+                    binary.display()
+                ))
+            })?;
+            pid_slot.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+            let reply = shim::read_reply(&mut child)
+                .map_err(|e| internal(format!("cannot read the restore shim's reply: {e}")));
+            Ok::<_, EngineError>((reply, child))
+        });
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
+        let timed_out = tokio::select! {
+            joined = &mut handle => {
+                let (reply, mut child) = joined.map_err(|e| internal(format!("the shim task failed: {e}")))??;
+                return match reply {
+                    Ok(Some(reply)) => Ok((reply, child)),
+                    Ok(None) => {
+                        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                        Err(internal(format!(
+                            "the restore shim ended without an answer ({status}); see {}",
+                            shim::LOG_FILE
+                        )))
+                    }
+                    Err(e) => {
+                        reap_later(child);
+                        Err(e)
+                    }
+                };
+            }
+            () = &mut sleep => true,
+        };
+        debug_assert!(timed_out);
+        let pid = shim_pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            self.kill_shim(pid);
+        }
+        if let Ok(Ok((_, child))) = handle.await {
+            reap_later(child);
+        }
+        Err(error(
+            EngineErrorKind::Timeout,
+            "the restore did not finish within its timeout; it was stopped and rolled back",
+        ))
+    }
+
+    /// Kills what the shim `pid` started (CRIU, or the restored root, which
+    /// takes its whole PID namespace along), then the shim.
+    fn kill_shim(&self, pid: i32) {
+        for child in process::children(&self.config.proc_root, pid) {
+            if let Err(e) = process::kill_now(child) {
+                tracing::warn!(pid = child, "cannot kill: {e}");
+            }
+        }
+        if let Err(e) = process::kill_now(pid) {
+            tracing::warn!(pid, "cannot kill the restore shim: {e}");
+        }
+    }
+
+    /// The outcome for a shim's successful reply: the root's host PID and
+    /// start time, found as the shim's child.
+    fn outcome_of(&self, shim_pid: i32, reply: ShimReply) -> Result<RestoreOutcome, EngineError> {
+        let ShimReply::Restored {
+            container_id,
+            pid,
+            criu_version,
+            archive_sha256,
+            archive_size,
+            warnings,
+        } = reply
+        else {
+            return Err(internal("not a successful reply"));
+        };
+        let proc_root = &self.config.proc_root;
+        let host_pid = process::child_by_inner_pid(proc_root, shim_pid, pid).ok_or_else(|| {
+            error(
+                EngineErrorKind::CriuFailed,
+                format!("CRIU reported PID {pid}, but the restored tree is gone already"),
+            )
+        })?;
+        let (_, ticks) = process::stat(proc_root, host_pid).ok_or_else(|| {
+            error(
+                EngineErrorKind::CriuFailed,
+                "the restored tree ended at once",
+            )
+        })?;
+        for warning in &warnings {
+            tracing::warn!(pid = host_pid, "{warning}");
+        }
+        let mut outcome = RestoreOutcome {
+            container_id,
+            pid: i64::from(host_pid),
+            archive_sha256,
+            archive_size,
+            criu_version,
+            extra: Default::default(),
+        };
+        outcome
+            .extra
+            .insert(EXTRA_START_TICKS.into(), ticks.to_string());
+        outcome
+            .extra
+            .insert(EXTRA_SHIM_PID.into(), shim_pid.to_string());
+        outcome.extra.insert(EXTRA_POD_PID.into(), pid.to_string());
+        Ok(outcome)
+    }
+
+    fn shims(&self, uid: &str) -> Vec<i32> {
+        process::find_by_args(
+            &self.config.proc_root,
+            shim::SUBCOMMAND,
+            shim::UID_FLAG,
+            uid,
+        )
+    }
+}
+
+/// Reaps a shim when it ends (it lives as long as the restored tree).
+fn reap_later(mut child: Child) {
+    let spawned = std::thread::Builder::new()
+        .name("shim-reaper".into())
+        .spawn(move || match child.wait() {
+            Ok(status) => tracing::info!(shim = child.id(), %status, "a restore shim ended"),
+            Err(e) => tracing::warn!(shim = child.id(), "cannot wait for a restore shim: {e}"),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to reap the restore shim: {e}");
+    }
+}
+
+fn start_ticks(outcome: &RestoreOutcome) -> Option<u64> {
+    outcome.extra.get(EXTRA_START_TICKS)?.parse().ok()
+}
+
+#[async_trait::async_trait]
+impl RestoreEngine for NodeEngine {
+    async fn criu_version(&self) -> Result<String, EngineError> {
+        let criu = Criu::new(&self.config.criu);
+        self.criu_version
+            .get_or_try_init(|| {
+                blocking(move || {
+                    criu.version().map(|v| v.to_string()).map_err(|e| {
+                        error(
+                            EngineErrorKind::Unsupported,
+                            format!(
+                                "cannot ask CRIU ({}) for its version: {e}",
+                                criu.binary().display()
+                            ),
+                        )
+                    })
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    async fn inspect(&self, archive: &Path) -> Result<ArchiveInfo, EngineError> {
+        let path = archive.to_owned();
+        let limits = self.config.limits.clone();
+        let summary =
+            blocking(move || summarize_file(&path, &limits).map_err(|e| archive_error(&path, e)))
+                .await?;
+        let pod = summary.pod;
+        let namespace = pod.pod_namespace.ok_or_else(|| {
+            error(
+                EngineErrorKind::ArchiveInvalid,
+                "the archive does not record the namespace of the pod it was taken from (no pod annotations in spec.dump)",
+            )
+        })?;
+        let checkpointed_at = summary
+            .container
+            .checkpointed_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(SystemTime::from);
+        Ok(ArchiveInfo {
+            pod_namespace: namespace,
+            pod_name: pod.pod_name.unwrap_or_default(),
+            container_name: pod.container_name.unwrap_or_default(),
+            checkpointed_at,
+            size: summary.archive.size,
+        })
+    }
+
+    async fn restore(
+        &self,
+        job: RestoreJob,
+        progress: ProgressReporter,
+    ) -> Result<RestoreOutcome, EngineError> {
+        let deadline = Instant::now() + job.options.timeout;
+        progress.phase(
+            Phase::Preparing,
+            format!(
+                "finding container {:?} of pod {}/{} through the container runtime",
+                job.target.container_name, job.target.pod_namespace, job.target.pod_name
+            ),
+        );
+        let runtime = Runtime::connect(self.config.runtime.clone())
+            .await
+            .map_err(runtime_error)?;
+        let container = Some(job.target.container_name.as_str()).filter(|c| !c.is_empty());
+        let target = runtime
+            .find_target(&job.target.pod_namespace, &job.target.pod_name, container)
+            .await
+            .map_err(runtime_error)?;
+        let wanted = bare_id(&job.target.container_id);
+        if !wanted.is_empty() && wanted != target.container_id {
+            return Err(error(
+                EngineErrorKind::TargetMismatch,
+                format!(
+                    "container {:?} of pod {}/{} is {} on this node, not {wanted} as the API says; it was restarted",
+                    target.container_name,
+                    target.pod_namespace,
+                    target.pod_name,
+                    target.container_id
+                ),
+            ));
+        }
+        if !job.target.pod_uid.is_empty()
+            && !target.pod_uid.is_empty()
+            && job.target.pod_uid != target.pod_uid
+        {
+            return Err(error(
+                EngineErrorKind::TargetMismatch,
+                format!(
+                    "pod {}/{} on this node has UID {}, not {}",
+                    target.pod_namespace, target.pod_name, target.pod_uid, job.target.pod_uid
+                ),
+            ));
+        }
+
+        progress.phase(Phase::Preparing, "reading the checkpoint archive");
+        let archive = job.archive.clone();
+        let limits = self.config.limits.clone();
+        let summary = blocking(move || {
+            summarize_file(&archive, &limits).map_err(|e| archive_error(&archive, e))
+        })
+        .await?;
+        summary
+            .mounts
+            .ensure_restorable()
+            .map_err(|e| error(EngineErrorKind::ArchiveInvalid, e.to_string()))?;
+        let prepared = self.prepare(&job, &target, &summary)?;
+        let container_id = prepared.container_id.clone();
+
+        progress.phase(
+            Phase::Restoring,
+            format!(
+                "CRIU restores into container {container_id} (PID {})",
+                target.pid
+            ),
+        );
+        let (reply, child) = self.run_shim(&job.uid, prepared, deadline).await?;
+        let shim_pid = i32::try_from(child.id()).unwrap_or(0);
+        match reply {
+            ShimReply::Failed {
+                reason,
+                message,
+                log_excerpt,
+            } => {
+                reap_later(child);
+                let mut err = error(shim::kind_of(&reason), message);
+                if let Some(log) = log_excerpt {
+                    err = err.with_log(log);
+                }
+                Err(err)
+            }
+            restored @ ShimReply::Restored { .. } => {
+                let outcome = self.outcome_of(shim_pid, restored);
+                reap_later(child);
+                if outcome.is_err() {
+                    self.kill_shim(shim_pid);
+                }
+                outcome
+            }
+        }
+    }
+
+    async fn is_running(&self, _uid: &str, outcome: &RestoreOutcome) -> Result<bool, EngineError> {
+        let Some(ticks) = start_ticks(outcome) else {
+            return Ok(false);
+        };
+        let pid = i32::try_from(outcome.pid).unwrap_or(0);
+        Ok(pid > 0 && process::is_alive(&self.config.proc_root, pid, ticks))
+    }
+
+    async fn stop(&self, uid: &str, outcome: Option<&RestoreOutcome>) -> Result<bool, EngineError> {
+        let proc_root = self.config.proc_root.clone();
+        let mut stopped = false;
+        let mut victims = Vec::new();
+        if let Some(outcome) = outcome
+            && let Some(ticks) = start_ticks(outcome)
+            && let Ok(pid) = i32::try_from(outcome.pid)
+            && process::is_alive(&proc_root, pid, ticks)
+        {
+            victims.push((pid, ticks));
+        }
+        // A shim still running for this UID: its child is the tree (or CRIU).
+        for shim_pid in self.shims(uid) {
+            for child in process::children(&proc_root, shim_pid) {
+                if let Some((_, ticks)) = process::stat(&proc_root, child)
+                    && !victims.iter().any(|(p, _)| *p == child)
+                {
+                    victims.push((child, ticks));
+                }
+            }
+        }
+        for (pid, _) in &victims {
+            // The root is the init of the tree's PID namespace: killing it
+            // ends every process of the tree.
+            process::kill_now(*pid).map_err(|e| internal(format!("cannot kill PID {pid}: {e}")))?;
+            stopped = true;
+        }
+        let deadline = Instant::now() + STOP_WAIT;
+        while victims
+            .iter()
+            .any(|(pid, ticks)| process::is_alive(&proc_root, *pid, *ticks))
+        {
+            if Instant::now() >= deadline {
+                return Err(internal("the restored tree did not end after SIGKILL"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if stopped {
+            tracing::info!(%uid, pids = ?victims.iter().map(|(p, _)| p).collect::<Vec<_>>(), "stopped the restored tree");
+        }
+        Ok(stopped)
+    }
+
+    async fn recover(
+        &self,
+        uid: &str,
+        work_dir: &Path,
+    ) -> Result<Option<RestoreOutcome>, EngineError> {
+        let outcome_file = work_dir.join(shim::OUTCOME_FILE);
+        let deadline = Instant::now() + self.config.recover_wait;
+        // A shim that is still restoring answers soon; wait for it.
+        let reply = loop {
+            let reply = shim::read_outcome(&outcome_file)
+                .map_err(|e| internal(format!("cannot read {}: {e}", outcome_file.display())))?;
+            if reply.is_some() || self.shims(uid).is_empty() || Instant::now() >= deadline {
+                break reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let Some(reply @ ShimReply::Restored { .. }) = reply else {
+            return Ok(None);
+        };
+        for shim_pid in self.shims(uid) {
+            if let Ok(outcome) = self.outcome_of(shim_pid, reply.clone()) {
+                tracing::info!(%uid, pid = outcome.pid, "found the tree a previous agent process restored");
+                return Ok(Some(outcome));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_without_the_runtime_prefix() {
+        assert_eq!(bare_id("containerd://abc"), "abc");
+        assert_eq!(bare_id("abc"), "abc");
+        assert_eq!(bare_id(""), "");
+    }
+
+    #[tokio::test]
+    async fn a_missing_archive_is_named() {
+        let engine = NodeEngine::new(EngineConfig::default());
+        let err = engine
+            .inspect(Path::new("/nonexistent/a.tar"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, EngineErrorKind::ArchiveNotFound);
+        assert_eq!(err.message, "no checkpoint archive at /nonexistent/a.tar");
+    }
+
+    #[tokio::test]
+    async fn a_missing_criu_is_unsupported() {
+        let engine = NodeEngine::new(EngineConfig {
+            criu: "/nonexistent/criu".into(),
+            ..EngineConfig::default()
+        });
+        let err = engine.criu_version().await.unwrap_err();
+        assert_eq!(err.kind, EngineErrorKind::Unsupported);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_without_a_start_time_is_not_running() {
+        let engine = NodeEngine::new(EngineConfig::default());
+        let me = i64::from(std::process::id());
+        let outcome = RestoreOutcome {
+            pid: me,
+            ..RestoreOutcome::default()
+        };
+        assert!(!engine.is_running("u", &outcome).await.unwrap());
+        let (_, ticks) = process::stat(Path::new("/proc"), i32::try_from(me).unwrap()).unwrap();
+        let mut alive = outcome.clone();
+        alive
+            .extra
+            .insert(EXTRA_START_TICKS.into(), ticks.to_string());
+        assert!(engine.is_running("u", &alive).await.unwrap());
+        alive
+            .extra
+            .insert(EXTRA_START_TICKS.into(), (ticks + 1).to_string());
+        assert!(!engine.is_running("u", &alive).await.unwrap());
+    }
+}
