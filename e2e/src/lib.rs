@@ -14,6 +14,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod install;
+
 const HOW_TO_START: &str =
     "start the local cluster first: `e2e/cluster up && eval \"$(e2e/cluster env)\"`";
 

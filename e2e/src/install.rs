@@ -1,0 +1,439 @@
+//! podrestore on the local cluster for one scenario: the CRD, the operator as a
+//! host process with the admin kubeconfig, and one agent (`podrestore-agent
+//! serve`) it reaches over mutual TLS, either as a plain host process or
+//! inside the node's mount namespace, where the container runtime's mounts
+//! (container root file systems, volumes) are visible as on a real node.
+//!
+//! The operator and agent binaries come from the cargo target directory the
+//! tests were built in (`cargo build -p podrestore-operator -p podrestore-agent`
+//! first), or from `PODRESTORE_OPERATOR_BIN` / `PODRESTORE_AGENT_BIN`.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject},
+};
+use podrestore_crds::{CHART_CRD_PATH, v1alpha1::PodRestore};
+use serde_json::{Value, json};
+
+use crate::{Cluster, TestNamespace, wait_until};
+
+/// How long the operator gets to issue certificates and report conditions.
+pub const CONDITION: Duration = Duration::from_secs(60);
+
+/// A binary of the workspace: from the environment, else next to the running
+/// test's executable in the cargo target directory.
+pub fn binary(name: &str, env: &str) -> Result<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    // <target>/debug/deps/<test>-<hash> -> <target>/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p podrestore-operator -p podrestore-agent` (or set {env})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A host process started by a test; killed (SIGKILL) and reaped on drop.
+pub struct Process {
+    /// A name for logs.
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program args` with its output appended to `<dir>/<name>.log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        kubeconfig: &Path,
+        dir: &Path,
+    ) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                "info,podrestore_operator=debug,podrestore_agent=debug",
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the process's log, for failure messages.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- {} log ---\n{}", self.name, lines[start..].join("\n"))
+    }
+
+    /// Kills it at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Installs the CRD (idempotent, shared by every scenario) and waits until it
+/// is served.
+pub fn install_crd(cluster: &Cluster) -> Result<()> {
+    let crd = crate::e2e_dir().join("..").join(CHART_CRD_PATH);
+    let crd = crd.to_str().context("path is not UTF-8")?;
+    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/podrestores.podrestore.io",
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
+/// The PodRestores of namespace `ns`.
+pub fn podrestores(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<PodRestore>(&()))
+}
+
+/// A PodRestore object with `spec`.
+pub fn podrestore(ns: &str, name: &str, spec: Value) -> Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "podrestore.io/v1alpha1",
+        "kind": "PodRestore",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))?)
+}
+
+/// Waits until condition `type_` of PodRestore `name` has `status` and
+/// `reason`; returns its message. `logs` is appended to a failure.
+pub async fn condition(
+    api: &Api<DynamicObject>,
+    name: &str,
+    (type_, status, reason): (&str, &str, &str),
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) -> Result<String> {
+    let found = wait_until(
+        &format!("{name}: {type_}={status} ({reason})"),
+        timeout,
+        || async {
+            let object = api.get(name).await?;
+            let conditions = object.data["status"]["conditions"].clone();
+            let found = conditions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == type_)
+                .cloned();
+            match found {
+                Some(c) if c["status"] == status && c["reason"] == reason => {
+                    Ok(Some(c["message"].as_str().unwrap_or_default().to_owned()))
+                }
+                other => bail!("conditions now: {conditions}; {type_} is {other:?}"),
+            }
+        },
+    )
+    .await;
+    found.with_context(logs)
+}
+
+/// Arguments of an operator that serves only `ns` and keeps its Lease and
+/// Secrets there, reaching node `node`'s agent at `agent`.
+pub fn operator_args(
+    ns: &str,
+    identity: &str,
+    node: &str,
+    agent: SocketAddr,
+) -> Result<Vec<String>> {
+    Ok(vec![
+        "--namespace".into(),
+        ns.into(),
+        "--watch-namespace".into(),
+        ns.into(),
+        "--identity".into(),
+        identity.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", free_port()?),
+        "--agent-endpoint".into(),
+        format!("{node}={agent}"),
+        "--lease-duration-seconds".into(),
+        "6".into(),
+        "--cert-check-seconds".into(),
+        "5".into(),
+    ])
+}
+
+/// Reads the agents' Secret the operator issued into files the agent reads.
+pub async fn agent_tls_files(
+    client: &kube::Client,
+    ns: &str,
+    dir: &Path,
+    logs: impl Fn() -> String,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = wait_until(
+        "the operator to issue podrestore-agent-tls",
+        CONDITION,
+        || async { Ok(secrets.get_opt("podrestore-agent-tls").await?) },
+    )
+    .await
+    .with_context(logs)?;
+    let data = secret.data.unwrap_or_default();
+    std::fs::create_dir_all(dir)?;
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let bytes = data
+            .get(key)
+            .with_context(|| format!("secret has no {key}"))?;
+        std::fs::write(dir.join(key), &bytes.0)?;
+    }
+    Ok(())
+}
+
+/// Where the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentPlace {
+    /// A plain host process serving a temporary checkpoint directory: enough
+    /// for everything the agent refuses before it restores.
+    Host,
+    /// Inside the node's mount namespace (`e2e/cluster node-exec` without the
+    /// network), serving the kubelet's checkpoint directory and finding
+    /// targets through the node's containerd: what a real restore needs.
+    Node,
+}
+
+/// The node's mount namespace file, from `e2e/cluster env`.
+pub fn node_mount_namespace(node: &str) -> Result<PathBuf> {
+    let state = std::env::var("PODRESTORE_E2E_STATE")
+        .context("PODRESTORE_E2E_STATE is not set: eval \"$(e2e/cluster env)\" first")?;
+    Ok(Path::new(&state).join("ns").join(format!("{node}-mnt")))
+}
+
+/// The node's containerd socket, from `e2e/cluster env`.
+pub fn node_containerd_socket(node: &str) -> Result<PathBuf> {
+    let state = std::env::var("PODRESTORE_E2E_STATE")
+        .context("PODRESTORE_E2E_STATE is not set: eval \"$(e2e/cluster env)\" first")?;
+    Ok(Path::new(&state)
+        .join("nodes")
+        .join(node)
+        .join("containerd.sock"))
+}
+
+/// The CRIU binary the node's containerd uses (`PODRESTORE_CRIU` overrides).
+pub fn criu_binary() -> PathBuf {
+    std::env::var_os("PODRESTORE_CRIU").map_or_else(|| "/usr/local/sbin/criu".into(), PathBuf::from)
+}
+
+/// The operator and one agent, running for one namespace.
+pub struct Installation {
+    /// The scenario's namespace.
+    pub ns: TestNamespace,
+    /// Logs, TLS files and the agent's state.
+    pub dir: tempfile::TempDir,
+    /// The operator.
+    pub operator: Process,
+    /// The agent.
+    pub agent: Process,
+    /// The directory the agent serves archives from.
+    pub checkpoints: PathBuf,
+    agent_program: PathBuf,
+    agent_args: Vec<String>,
+    agent_addr: SocketAddr,
+    kubeconfig: PathBuf,
+}
+
+impl Installation {
+    /// The last lines of the operator's and the agent's logs.
+    pub fn logs(&self) -> String {
+        format!("{}\n{}", self.operator.tail(), self.agent.tail())
+    }
+
+    /// The agent's state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("agent-state")
+    }
+
+    /// Starts the agent again with the same arguments and state (after it was
+    /// killed) and waits until it listens.
+    pub async fn restart_agent(&mut self) -> Result<()> {
+        let _ = self.agent.kill();
+        self.agent = Process::spawn(
+            "agent",
+            &self.agent_program,
+            &self.agent_args,
+            &self.kubeconfig,
+            self.dir.path(),
+        )?;
+        wait_listening(self.agent_addr, &self.agent).await
+    }
+}
+
+impl Drop for Installation {
+    /// Deletes the scenario's PodRestores while the operator and the agent
+    /// still run, so that their finalizers are served (a failed scenario must
+    /// not leave a restored tree or a namespace stuck terminating).
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "podrestores.podrestore.io",
+                "--all",
+                "-n",
+                &self.ns.name,
+                "--timeout=60s",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn wait_listening(addr: SocketAddr, agent: &Process) -> Result<()> {
+    wait_until("the agent to listen", Duration::from_secs(60), || async {
+        Ok(TcpStream::connect(addr).ok().map(|_| ()))
+    })
+    .await
+    .with_context(|| agent.tail())
+}
+
+/// Installs the CRD, creates a namespace `<prefix>-...` and starts the operator
+/// and an agent placed as `place` says.
+pub async fn install(
+    cluster: &Cluster,
+    client: &kube::Client,
+    prefix: &str,
+    place: AgentPlace,
+) -> Result<Installation> {
+    install_crd(cluster)?;
+    let ns = cluster.namespace(prefix)?;
+    let dir = tempfile::tempdir()?;
+    let checkpoints = match place {
+        AgentPlace::Host => {
+            let dir = dir.path().join("checkpoints");
+            std::fs::create_dir_all(&dir)?;
+            dir
+        }
+        AgentPlace::Node => cluster.kubelet_root.join("checkpoints"),
+    };
+    let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+
+    let operator = Process::spawn(
+        "operator",
+        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
+        &operator_args(&ns.name, "op-1", &cluster.node, agent_addr)?,
+        &cluster.kubeconfig,
+        dir.path(),
+    )?;
+    let tls = dir.path().join("tls");
+    agent_tls_files(client, &ns.name, &tls, || operator.tail()).await?;
+    let state = dir.path().join("agent-state");
+    let agent_bin = binary("podrestore-agent", "PODRESTORE_AGENT_BIN")?;
+    let mut serve: Vec<String> = vec![
+        "serve".into(),
+        "--node-name".into(),
+        cluster.node.clone(),
+        "--listen".into(),
+        agent_addr.to_string(),
+        "--probe-listen".into(),
+        format!("127.0.0.1:{}", free_port()?),
+        "--tls-cert".into(),
+        tls.join("tls.crt").display().to_string(),
+        "--tls-key".into(),
+        tls.join("tls.key").display().to_string(),
+        "--client-ca".into(),
+        tls.join("ca.crt").display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--checkpoint-dir".into(),
+        checkpoints.display().to_string(),
+    ];
+    let (agent_program, agent_args) = match place {
+        AgentPlace::Host => (agent_bin, serve),
+        AgentPlace::Node => {
+            std::fs::create_dir_all(&checkpoints)?;
+            serve.extend([
+                "--runtime-endpoint".into(),
+                node_containerd_socket(&cluster.node)?.display().to_string(),
+                "--criu".into(),
+                criu_binary().display().to_string(),
+            ]);
+            // Only the mount namespace: the agent keeps the host's network, so
+            // the operator reaches it on the loopback interface.
+            let mut args = vec![
+                format!("--mount={}", node_mount_namespace(&cluster.node)?.display()),
+                "--".into(),
+                agent_bin.display().to_string(),
+            ];
+            args.extend(serve);
+            (PathBuf::from("nsenter"), args)
+        }
+    };
+    let agent = Process::spawn(
+        "agent",
+        &agent_program,
+        &agent_args,
+        &cluster.kubeconfig,
+        dir.path(),
+    )?;
+    wait_listening(agent_addr, &agent).await?;
+    Ok(Installation {
+        ns,
+        dir,
+        operator,
+        agent,
+        checkpoints,
+        agent_program,
+        agent_args,
+        agent_addr,
+        kubeconfig: cluster.kubeconfig.clone(),
+    })
+}
