@@ -31,9 +31,11 @@ use serde_json::json;
 const POD_START: Duration = Duration::from_secs(120);
 const RESTORE: Duration = Duration::from_secs(120);
 
-/// The counter's loop: the value lives in the shell's memory and is written to
-/// a file in the container every second.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done";
+/// The counter's loop: the value lives in the shell's memory; every second it
+/// is written to `/tmp/count` and appended to `/tmp/log`, which the shell holds
+/// open (a file of the container's writable layer, so the restore needs the
+/// checkpoint's `rootfs-diff.tar`).
+const COUNTER: &str = "exec 3>>/tmp/log; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i >&3; sleep 1; done";
 /// A piece of the counter's command line that `ps` shows.
 const COUNTER_MARK: &str = "i=$((i+1))";
 
@@ -246,6 +248,17 @@ async fn check_restored(
         s.after
     );
     let later = counted_to(cluster, ns, "forensic", first + 2).await?;
+    // The log the shell holds open: the checkpoint's lines, carried over
+    // with the writable layer, then the restored shell's, with no gap and no
+    // restart.
+    let log = cluster.kubectl(&["exec", "-n", ns, "forensic", "--", "cat", "/tmp/log"])?;
+    let lines: Vec<u64> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let expected: Vec<u64> = (1..=lines.len() as u64).collect();
+    assert_eq!(lines, expected, "/tmp/log in forensic");
+    assert!(
+        lines.len() as u64 >= later,
+        "/tmp/log ends before {later}: {lines:?}"
+    );
     eprintln!(
         "checkpointed between {} and {}; restored counter at {first}, then {later}",
         s.before, s.after

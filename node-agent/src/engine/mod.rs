@@ -43,13 +43,15 @@
 //!    in [`RestoreOutcome::extra`], so a reused PID is never taken for the
 //!    restored tree.
 //!
-//! Not done: the checkpoint's `rootfs-diff.tar` (the container's writable
-//! layer) is not applied to the target's root file system; files the
-//! workload wrote there before the checkpoint are missing after the restore.
+//! Before CRIU runs, the checkpoint's writable layer (`rootfs-diff.tar`) is
+//! applied to the target's root file system ([`rootfs`]), except at the
+//! target's mount points. The target's files change for good: a restore that
+//! fails after that step leaves them changed.
 
 pub mod mountinfo;
 pub mod mounts;
 pub mod process;
+pub mod rootfs;
 pub mod shim;
 
 use std::fs::{self, File, OpenOptions};
@@ -61,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::OnceCell;
 
+use crate::archive::metadata::names;
 use crate::archive::summary::{ArchiveSummary, summarize_file};
 use crate::archive::{ArchiveError, Limits};
 use crate::criu::Criu;
@@ -422,7 +425,8 @@ impl NodeEngine {
                 "the restored tree ended at once",
             )
         })?;
-        for warning in &warnings {
+        // The engine applies the layer itself (the library restore does not).
+        for warning in warnings.iter().filter(|w| !w.contains(names::ROOTFS_DIFF)) {
             tracing::warn!(pid = host_pid, "{warning}");
         }
         let mut outcome = RestoreOutcome {
@@ -580,6 +584,39 @@ impl RestoreEngine for NodeEngine {
             .map_err(|e| error(EngineErrorKind::ArchiveInvalid, e.to_string()))?;
         let prepared = self.prepare(&job, &target, &summary)?;
         let container_id = prepared.container_id.clone();
+
+        progress.phase(
+            Phase::Preparing,
+            "carrying the checkpoint's writable layer over to the target's root file system",
+        );
+        let report = {
+            let archive = job.archive.clone();
+            let root = prepared.request.root.clone();
+            let destinations: Vec<String> = target
+                .mounts
+                .iter()
+                .map(|m| m.destination.clone())
+                .collect();
+            let scratch = job.work_dir.clone();
+            let limits = self.config.limits.clone();
+            blocking(move || {
+                rootfs::apply(&archive, &root, &destinations, &scratch, &limits).map_err(|e| {
+                    let kind = match e {
+                        rootfs::RootfsError::Apply(_) => EngineErrorKind::ArchiveInvalid,
+                        rootfs::RootfsError::Read { .. } => EngineErrorKind::Internal,
+                    };
+                    error(kind, e.to_string())
+                })
+            })
+            .await?
+        };
+        tracing::info!(
+            uid = %job.uid,
+            applied = report.applied,
+            removed = report.removed,
+            skipped = ?report.skipped,
+            "applied the checkpoint's writable layer"
+        );
 
         progress.phase(
             Phase::Restoring,
