@@ -81,13 +81,18 @@ show "$E2E/cluster" import "${images[@]}" 2>&1 | grep -v '^Importing\|^applicati
 
 step "Install podrestore with Helm" \
 	"The chart installs the PodRestore CRD, the operator (2 replicas, one leads through a Lease)" \
-	"and the agent DaemonSet. The agent mounts three node paths: the runtime socket, the kubelet's" \
-	"checkpoint directory and its own state directory (here inside the local cluster's state)."
+	"and the agent DaemonSet. The agent mounts the node paths it works with, at the same paths:" \
+	"the runtime socket, the kubelet's checkpoint directory, its own state directory, and the" \
+	"runtime's and kubelet's directories where target containers' files live (here all inside" \
+	"the local cluster's state)."
 show helm upgrade --install "$RELEASE" "$REPO/charts/podrestore" \
 	--namespace "$SYSTEM_NS" --create-namespace \
 	--set "agent.hostPaths.runtimeSocket=$node_dir/containerd.sock" \
 	--set "agent.hostPaths.checkpointDir=$checkpoints" \
 	--set "agent.hostPaths.stateDir=$node_dir/podrestore" \
+	--set "agent.hostPaths.runtimeStateDir=$node_dir/containerd/state" \
+	--set "agent.hostPaths.runtimeRootDir=$node_dir/containerd/root" \
+	--set "agent.hostPaths.kubeletPodsDir=$PODRESTORE_E2E_KUBELET_ROOT/pods" \
 	--set-string "operator.podAnnotations.podrestore\\.io/image-digest=$operator_digest" \
 	--set-string "agent.podAnnotations.podrestore\\.io/image-digest=$agent_digest" \
 	--wait --timeout 3m >/dev/null

@@ -7,10 +7,11 @@
 #       libraries it links (glibc, libgcc_s), nothing else: it runs as a
 #       non-root user on a read-only root file system.
 #   podrestore.local/podrestore-agent:<version>      the agent, CRIU from
-#       /usr/local/sbin/criu (e2e/setup/criu.sh), the iptables and nft tools
-#       CRIU runs to lock a network namespace while it restores (with the
-#       xtables extensions they load), /bin/sh (CRIU starts iptables through a
-#       shell), and every shared library these link.
+#       /usr/local/sbin/criu (e2e/setup/criu.sh), and the programs CRIU runs:
+#       iptables and nft to lock a network namespace while it restores (with the
+#       xtables extensions they load), GNU tar and gzip for tmpfs contents,
+#       /bin/sh (CRIU starts iptables through a shell); and every shared library
+#       these link.
 #
 # The binaries are dynamically linked glibc binaries (no musl target can be
 # installed offline here); the libraries come from this machine, found with ldd,
@@ -68,8 +69,8 @@ done
 [[ -x $CRIU ]] || die "$CRIU is missing: run e2e/setup/criu.sh"
 "$CRIU" --version | grep -q "^Version: $CRIU_VERSION\$" || die "$CRIU is not CRIU $CRIU_VERSION: run e2e/setup/criu.sh"
 [[ -x /bin/busybox ]] || die "/bin/busybox is missing: run e2e/setup/node-packages.sh"
-for tool in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/nft; do
-	[[ -x $tool ]] || die "$tool is missing: run e2e/setup/criu.sh (it installs iptables and nftables)"
+for tool in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/nft /bin/tar /bin/gzip; do
+	[[ -x $tool ]] || die "$tool is missing: run e2e/setup/criu.sh (it installs iptables and nftables; tar and gzip are essential packages)"
 done
 xtables_dir=/usr/lib/x86_64-linux-gnu/xtables
 [[ -d $xtables_dir ]] || die "$xtables_dir is missing (package iptables)"
@@ -126,7 +127,8 @@ python3 "$here/ociimage.py" --name "$operator_image" --out "$operator_tar" \
 	--add "$work/passwd:/etc/passwd" --add "$work/group:/etc/group" \
 	--env PATH=/usr/local/bin:/usr/bin --entrypoint /usr/local/bin/podrestore-operator
 
-# The agent: CRIU, the firewall tools CRIU runs, and a shell for CRIU's
+# The agent: CRIU and what it executes: the firewall tools, tar and gzip
+# (`tar --extract --gzip` restores a tmpfs's contents), and a shell for CRIU's
 # `sh -c "iptables ..."`. The iptables names point at the flavour this machine
 # uses (nf_tables or legacy), as the node's own CRIU and kube-proxy do; CRIU
 # looks for the -legacy names itself when it needs the legacy tables.
@@ -139,6 +141,7 @@ agent_args=(
 	--add /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi
 	--add /usr/sbin/xtables-legacy-multi:/usr/sbin/xtables-legacy-multi
 	--add /usr/sbin/nft:/usr/sbin/nft
+	--add /bin/tar:/usr/bin/tar --add /bin/gzip:/usr/bin/gzip
 	--add /bin/busybox:/usr/bin/busybox --symlink /usr/bin/sh:busybox
 	--add "$work/passwd:/etc/passwd" --add "$work/group:/etc/group"
 	--dir /var/lib/podrestore
@@ -154,10 +157,10 @@ for ext in "$xtables_dir"/*.so; do
 	agent_args+=(--add "$ext:/usr${ext#/usr}")
 done
 mapfile -t agent_libs < <(lib_args "$work/podrestore-agent" "$CRIU" /usr/sbin/xtables-nft-multi \
-	/usr/sbin/xtables-legacy-multi /usr/sbin/nft "$xtables_dir"/*.so)
+	/usr/sbin/xtables-legacy-multi /usr/sbin/nft /bin/tar /bin/gzip "$xtables_dir"/*.so)
 agent_image=$REGISTRY/podrestore-agent:$version
 agent_tar=$IMAGES_DIR/podrestore-agent-$version.tar
-say "writing $agent_image: the agent, CRIU $CRIU_VERSION, iptables ($flavour) and nft, /bin/sh, their libraries"
+say "writing $agent_image: the agent, CRIU $CRIU_VERSION, iptables ($flavour), nft, tar, gzip, /bin/sh, their libraries"
 python3 "$here/ociimage.py" --name "$agent_image" --out "$agent_tar" \
 	"${base_args[@]}" "${agent_libs[@]}" "${agent_args[@]}" \
 	--env PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin --entrypoint /usr/local/bin/podrestore-agent \
