@@ -6,11 +6,11 @@
 //! the agent finds B through containerd's CRI and restores with the real CRIU.
 //!
 //! What a user sees is checked from the outside: the PodRestore's conditions
-//! and status, `kubectl exec B -- ps` and the counter's file inside B, and on
+//! and status, `kubectl exec B -- ps` and the counter's files inside B, and on
 //! the node the restored PID's PID namespaces and cgroups.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -38,6 +38,13 @@ const RESTORE: Duration = Duration::from_secs(120);
 const COUNTER: &str = "exec 3>>/tmp/log; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i >&3; sleep 1; done";
 /// A piece of the counter's command line that `ps` shows.
 const COUNTER_MARK: &str = "i=$((i+1))";
+/// A container that only waits.
+const IDLE: &str = "exec sleep 3600";
+
+/// Pod A and the counter's container in it.
+const SOURCE: (&str, &str) = ("counter", "count");
+/// Pod B and the container restored into.
+const TARGET: (&str, &str) = ("forensic", "main");
 
 fn cluster() -> Cluster {
     match Cluster::from_env() {
@@ -46,26 +53,35 @@ fn cluster() -> Cluster {
     }
 }
 
-/// Starts a one-container busybox pod on the cluster's node and waits until it
-/// runs; returns its container ID (`containerd://...`).
+/// Starts a busybox pod on the cluster's node with `containers` (name,
+/// script), sharing one process namespace when `shared`, and waits until it
+/// runs; returns the ID (`containerd://...`) of its container `container`.
 async fn start_pod(
     cluster: &Cluster,
     pods: &Api<Pod>,
     name: &str,
+    shared: bool,
+    containers: &[(&str, &str)],
     container: &str,
-    script: &str,
 ) -> Result<String> {
+    let specs: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|(name, script)| {
+            json!({
+                "name": name,
+                "image": cluster.busybox_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", script],
+            })
+        })
+        .collect();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "terminationGracePeriodSeconds": 1,
             "nodeName": cluster.node,
-            "containers": [{
-                "name": container,
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", script],
-            }],
+            "shareProcessNamespace": shared,
+            "containers": specs,
         },
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
@@ -91,8 +107,7 @@ async fn checkpoint(
     client: &kube::Client,
     node: &str,
     ns: &str,
-    pod: &str,
-    container: &str,
+    (pod, container): (&str, &str),
 ) -> Result<PathBuf> {
     let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/{ns}/{pod}/{container}?timeout=60");
     let request = http::Request::post(path).body(Vec::new())?;
@@ -115,17 +130,29 @@ impl Drop for Archive {
     }
 }
 
-/// The counter's value in `pod` (its `/tmp/count`).
-fn count(cluster: &Cluster, ns: &str, pod: &str) -> Result<u64> {
-    let out = cluster.kubectl(&["exec", "-n", ns, pod, "--", "cat", "/tmp/count"])?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("/tmp/count in {pod} holds {out:?}"))
+/// Runs `command` in a container (pod, container name) and returns its output.
+fn exec(
+    cluster: &Cluster,
+    ns: &str,
+    (pod, container): (&str, &str),
+    command: &[&str],
+) -> Result<String> {
+    let mut args = vec!["exec", "-n", ns, pod, "-c", container, "--"];
+    args.extend_from_slice(command);
+    cluster.kubectl(&args)
 }
 
-/// The lines of `ps` inside `pod` that show the counter.
-fn counters_in(cluster: &Cluster, ns: &str, pod: &str) -> Result<Vec<String>> {
-    let ps = cluster.kubectl(&["exec", "-n", ns, pod, "--", "ps"])?;
+/// The counter's value in a container (its `/tmp/count`).
+fn count(cluster: &Cluster, ns: &str, place: (&str, &str)) -> Result<u64> {
+    let out = exec(cluster, ns, place, &["cat", "/tmp/count"])?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("/tmp/count in {} holds {out:?}", place.0))
+}
+
+/// The lines of `ps` in a container that show the counter.
+fn counters_in(cluster: &Cluster, ns: &str, place: (&str, &str)) -> Result<Vec<String>> {
+    let ps = exec(cluster, ns, place, &["ps"])?;
     Ok(ps
         .lines()
         .filter(|l| l.contains(COUNTER_MARK))
@@ -133,13 +160,26 @@ fn counters_in(cluster: &Cluster, ns: &str, pod: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Waits until the counter in `pod` has reached `at_least`.
-async fn counted_to(cluster: &Cluster, ns: &str, pod: &str, at_least: u64) -> Result<u64> {
+/// The PID a `ps` line starts with.
+fn first_pid(line: &str) -> Result<i64> {
+    line.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no PID in {line:?}"))
+}
+
+/// Waits until the counter in a container has reached `at_least`.
+async fn counted_to(
+    cluster: &Cluster,
+    ns: &str,
+    place: (&str, &str),
+    at_least: u64,
+) -> Result<u64> {
     wait_until(
-        &format!("{pod} to count to {at_least}"),
+        &format!("{} to count to {at_least}", place.0),
         Duration::from_secs(60),
         || async {
-            let n = count(cluster, ns, pod)?;
+            let n = count(cluster, ns, place)?;
             Ok((n >= at_least).then_some(n))
         },
     )
@@ -160,8 +200,8 @@ fn ns_pids(pid: i64) -> Result<Vec<i64>> {
         .collect())
 }
 
-/// The start time of a host PID (field 22 of its stat), to tell it from a
-/// later process with the same PID.
+/// The start time of a running host PID (field 22 of its stat), to tell it
+/// from a later process with the same PID; `None` when it is gone or a zombie.
 fn start_ticks(pid: i64) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
@@ -180,18 +220,46 @@ struct Scenario {
     before: u64,
     /// The counter's value in A right after the checkpoint.
     after: u64,
+    /// Pod B's container, `containerd://<id>`.
     target_container: String,
+    /// Both pods share their process namespaces.
+    shared: bool,
+    /// The counter's PID in pod A.
+    pid_in_source: i64,
 }
 
-async fn scenario(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Result<Scenario> {
+async fn scenario(
+    cluster: &Cluster,
+    client: &kube::Client,
+    prefix: &str,
+    shared: bool,
+) -> Result<Scenario> {
     let setup = install(cluster, client, prefix, AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(cluster, &pods, "counter", "count", COUNTER).await?;
-    let target_container = start_pod(cluster, &pods, "forensic", "main", "exec sleep 3600").await?;
-    let before = counted_to(cluster, &ns, "counter", 3).await?;
-    let archive = Archive(checkpoint(client, &cluster.node, &ns, "counter", "count").await?);
-    let after = count(cluster, &ns, "counter")?;
+    // In a shared process namespace CRIU recreates the counter's PIDs in pod
+    // B, where they must be free: a container started before the counter in
+    // pod A moves them past the ones pod B uses.
+    let source: &[(&str, &str)] = if shared {
+        &[("idle", IDLE), (SOURCE.1, COUNTER)]
+    } else {
+        &[(SOURCE.1, COUNTER)]
+    };
+    start_pod(cluster, &pods, SOURCE.0, shared, source, SOURCE.1).await?;
+    let target_container = start_pod(
+        cluster,
+        &pods,
+        TARGET.0,
+        shared,
+        &[(TARGET.1, IDLE)],
+        TARGET.1,
+    )
+    .await?;
+    let before = counted_to(cluster, &ns, SOURCE, 3).await?;
+    let seen = counters_in(cluster, &ns, SOURCE)?;
+    let pid_in_source = first_pid(seen.first().context("no counter in pod A")?)?;
+    let archive = Archive(checkpoint(client, &cluster.node, &ns, SOURCE).await?);
+    let after = count(cluster, &ns, SOURCE)?;
     assert!(
         archive.0.starts_with(&setup.checkpoints),
         "archive {} is outside {}",
@@ -204,15 +272,64 @@ async fn scenario(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Res
         before,
         after,
         target_container,
+        shared,
+        pid_in_source,
     })
 }
 
-fn restore_spec(node: &str, archive: &Path) -> serde_json::Value {
-    json!({
-        "checkpoint": {"archive": {"nodeName": node, "path": archive.display().to_string()}},
-        "target": {"podName": "forensic", "container": "main"},
-        "options": {"networkLock": "Skip"},
-    })
+impl Scenario {
+    fn logs(&self) -> String {
+        self.setup.logs()
+    }
+
+    /// Creates the PodRestore `forensic` naming pod B; returns its UID.
+    async fn create_restore(&self, client: &kube::Client, node: &str) -> Result<String> {
+        let ns = &self.setup.ns.name;
+        let spec = json!({
+            "checkpoint": {"archive": {
+                "nodeName": node,
+                "path": self.archive.0.display().to_string(),
+            }},
+            "target": {"podName": TARGET.0, "container": TARGET.1},
+            "options": {"networkLock": "Skip"},
+        });
+        let created = podrestores(client, ns)
+            .create(&PostParams::default(), &podrestore(ns, "forensic", spec)?)
+            .await?;
+        created.metadata.uid.context("no uid")
+    }
+
+    /// Waits for `Restored=True`; returns the status.
+    async fn restored(&self, client: &kube::Client) -> Result<serde_json::Value> {
+        let api = podrestores(client, &self.setup.ns.name);
+        condition(
+            &api,
+            "forensic",
+            (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
+            RESTORE,
+            || self.logs(),
+        )
+        .await?;
+        Ok(api.get("forensic").await?.data["status"].clone())
+    }
+
+    /// Deletes the PodRestore and waits until it is gone (its finalizer ran).
+    async fn delete_restore(&self, client: &kube::Client) -> Result<()> {
+        let api = podrestores(client, &self.setup.ns.name);
+        api.delete("forensic", &DeleteParams::default()).await?;
+        wait_until("the PodRestore to be gone", RESTORE, || async {
+            Ok(api.get_opt("forensic").await?.is_none().then_some(()))
+        })
+        .await
+        .with_context(|| self.logs())
+    }
+}
+
+/// The host PID of the restored root, from the status.
+fn restored_pid(status: &serde_json::Value) -> Result<i64> {
+    status["restoredPID"]
+        .as_i64()
+        .with_context(|| format!("no restoredPID in {status}"))
 }
 
 /// What the restored tree looks like from the node and from inside pod B.
@@ -223,35 +340,36 @@ async fn check_restored(
     restored_at: Instant,
 ) -> Result<()> {
     let ns = &s.setup.ns.name;
-    // Inside the pod's process tree, in a PID namespace of its own below the
-    // pod's: host PID, PID in pod B, and 1 in its own namespace.
     let levels = ns_pids(pid)?;
-    assert_eq!(levels.len(), 3, "NSpid of {pid}: {levels:?}");
-    assert_eq!(levels.last(), Some(&1));
-    let seen = counters_in(cluster, ns, "forensic")?;
+    if s.shared {
+        // In pod B's (shared) PID namespace itself, at the PID it had in pod A.
+        assert_eq!(levels.len(), 2, "NSpid of {pid}: {levels:?}");
+        assert_eq!(levels[1], s.pid_in_source, "NSpid of {pid}: {levels:?}");
+    } else {
+        // Inside the pod's process tree, in a PID namespace of its own below
+        // the pod's: host PID, PID in pod B, and 1 in its own namespace.
+        assert_eq!(levels.len(), 3, "NSpid of {pid}: {levels:?}");
+        assert_eq!(levels.last(), Some(&1));
+    }
+    let seen = counters_in(cluster, ns, TARGET)?;
     assert_eq!(seen.len(), 1, "ps in forensic: {seen:?}");
-    assert!(
-        seen[0].trim_start().starts_with(&levels[1].to_string()),
-        "ps in forensic shows {seen:?}, the restored root is PID {} there",
-        levels[1]
-    );
+    assert_eq!(first_pid(&seen[0])?, levels[1], "ps in forensic: {seen:?}");
 
     // It goes on from the checkpointed value, not from the start, and keeps
-    // counting.
-    // The restored shell writes its file at its next turn.
-    let first = counted_to(cluster, ns, "forensic", s.before + 1).await?;
+    // counting; the restored shell writes its file at its next turn.
+    let first = counted_to(cluster, ns, TARGET, s.before + 1).await?;
     let elapsed = restored_at.elapsed().as_secs();
     assert!(
-        first > s.before && first <= s.after + elapsed + 3,
+        first <= s.after + elapsed + 3,
         "the restored counter shows {first}; it was checkpointed between {} and {} and restored {elapsed}s ago",
         s.before,
         s.after
     );
-    let later = counted_to(cluster, ns, "forensic", first + 2).await?;
-    // The log the shell holds open: the checkpoint's lines, carried over
-    // with the writable layer, then the restored shell's, with no gap and no
+    let later = counted_to(cluster, ns, TARGET, first + 2).await?;
+    // The log the shell holds open: the checkpoint's lines, carried over with
+    // the writable layer, then the restored shell's, with no gap and no
     // restart.
-    let log = cluster.kubectl(&["exec", "-n", ns, "forensic", "--", "cat", "/tmp/log"])?;
+    let log = exec(cluster, ns, TARGET, &["cat", "/tmp/log"])?;
     let lines: Vec<u64> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
     let expected: Vec<u64> = (1..=lines.len() as u64).collect();
     assert_eq!(lines, expected, "/tmp/log in forensic");
@@ -260,7 +378,7 @@ async fn check_restored(
         "/tmp/log ends before {later}: {lines:?}"
     );
     eprintln!(
-        "checkpointed between {} and {}; restored counter at {first}, then {later}",
+        "checkpointed between {} and {}; restored counter at {first}, then {later}; NSpid {levels:?}",
         s.before, s.after
     );
 
@@ -276,59 +394,37 @@ async fn check_restored(
     Ok(())
 }
 
-#[tokio::test]
-async fn restore_into_forensic_pod() -> Result<()> {
+/// The whole user story in one pod layout: restore, look, delete, gone.
+async fn restore_look_delete(prefix: &str, shared: bool) -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let s = scenario(&cluster, &client, "restore").await?;
+    let s = scenario(&cluster, &client, prefix, shared).await?;
     let ns = s.setup.ns.name.clone();
-    let api = podrestores(&client, &ns);
-    let logs = || s.setup.logs();
 
-    api.create(
-        &PostParams::default(),
-        &podrestore(&ns, "forensic", restore_spec(&cluster.node, &s.archive.0))?,
-    )
-    .await?;
-    condition(
-        &api,
-        "forensic",
-        (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
-        RESTORE,
-        logs,
-    )
-    .await?;
+    s.create_restore(&client, &cluster.node).await?;
+    let status = s.restored(&client).await?;
     let restored_at = Instant::now();
-    let object = api.get("forensic").await?;
-    let status = &object.data["status"];
-    let pid = status["restoredPID"]
-        .as_i64()
-        .with_context(|| format!("no restoredPID in {status}"))?;
+    let pid = restored_pid(&status)?;
     assert_eq!(status["targetContainerID"], json!(s.target_container));
     assert_eq!(status["criuVersion"], json!("4.2.1"));
     let size = std::fs::metadata(&s.archive.0)?.len();
     assert_eq!(status["archive"]["size"], json!(size));
     check_restored(&cluster, &s, pid, restored_at)
         .await
-        .with_context(logs)?;
+        .with_context(|| s.logs())?;
     let ticks = start_ticks(pid).context("the restored root is gone")?;
 
     // Deleting the PodRestore stops the tree and cleans up on the node; the
     // target pod itself runs on.
-    api.delete("forensic", &DeleteParams::default()).await?;
-    wait_until("the PodRestore to be gone", RESTORE, || async {
-        Ok(api.get_opt("forensic").await?.is_none().then_some(()))
-    })
-    .await
-    .with_context(logs)?;
+    s.delete_restore(&client).await?;
     assert_ne!(
         start_ticks(pid),
         Some(ticks),
         "restored PID {pid} still runs"
     );
-    assert!(counters_in(&cluster, &ns, "forensic")?.is_empty());
+    assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let phase = pods.get("forensic").await?.status.and_then(|s| s.phase);
+    let phase = pods.get(TARGET.0).await?.status.and_then(|s| s.phase);
     assert_eq!(phase.as_deref(), Some("Running"));
     let work = std::fs::read_dir(s.setup.state().join("work"))?.count();
     assert_eq!(work, 0, "the agent left work directories");
@@ -336,40 +432,34 @@ async fn restore_into_forensic_pod() -> Result<()> {
 }
 
 #[tokio::test]
+async fn restore_into_forensic_pod() -> Result<()> {
+    restore_look_delete("restore", false).await
+}
+
+#[tokio::test]
+async fn restore_into_pod_sharing_its_process_namespace() -> Result<()> {
+    restore_look_delete("restore-shared", true).await
+}
+
+#[tokio::test]
 async fn deleting_the_target_pod_ends_the_restored_tree() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let s = scenario(&cluster, &client, "restore-del").await?;
-    let ns = s.setup.ns.name.clone();
-    let api = podrestores(&client, &ns);
-    api.create(
-        &PostParams::default(),
-        &podrestore(&ns, "forensic", restore_spec(&cluster.node, &s.archive.0))?,
-    )
-    .await?;
-    condition(
-        &api,
-        "forensic",
-        (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
-        RESTORE,
-        || s.setup.logs(),
-    )
-    .await?;
-    let object = api.get("forensic").await?;
-    let pid = object.data["status"]["restoredPID"]
-        .as_i64()
-        .context("no restoredPID")?;
+    let s = scenario(&cluster, &client, "restore-del", false).await?;
+    s.create_restore(&client, &cluster.node).await?;
+    let pid = restored_pid(&s.restored(&client).await?)?;
     let ticks = start_ticks(pid).context("the restored root is gone")?;
 
-    // The pod's end takes its PID namespace, and every namespace below it, along.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    pods.delete("forensic", &DeleteParams::default()).await?;
+    // The pod's end takes its PID namespace, and every namespace below it,
+    // along.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &s.setup.ns.name);
+    pods.delete(TARGET.0, &DeleteParams::default()).await?;
     wait_until("the restored tree to end with its pod", RESTORE, || {
         let ticks = ticks.clone();
         async move { Ok((start_ticks(pid) != Some(ticks)).then_some(())) }
     })
     .await
-    .with_context(|| s.setup.logs())?;
+    .with_context(|| s.logs())?;
     Ok(())
 }
 
@@ -377,16 +467,9 @@ async fn deleting_the_target_pod_ends_the_restored_tree() -> Result<()> {
 async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let mut s = scenario(&cluster, &client, "restore-kill").await?;
+    let mut s = scenario(&cluster, &client, "restore-kill", false).await?;
     let ns = s.setup.ns.name.clone();
-    let api = podrestores(&client, &ns);
-    let created = api
-        .create(
-            &PostParams::default(),
-            &podrestore(&ns, "forensic", restore_spec(&cluster.node, &s.archive.0))?,
-        )
-        .await?;
-    let uid = created.metadata.uid.context("no uid")?;
+    let uid = s.create_restore(&client, &cluster.node).await?;
 
     // Kill the agent as soon as the process restoring for this PodRestore
     // exists (the shim, whose command line names the UID).
@@ -396,7 +479,7 @@ async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
             break pid;
         }
         if Instant::now() >= deadline {
-            bail!("no restore shim for {uid} appeared\n{}", s.setup.logs());
+            bail!("no restore shim for {uid} appeared\n{}", s.logs());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -411,36 +494,20 @@ async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
     // The next agent process settles the restore the first one started; it is
     // never started again.
     s.setup.restart_agent().await?;
-    condition(
-        &api,
-        "forensic",
-        (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
-        RESTORE,
-        || s.setup.logs(),
-    )
-    .await?;
-    let object = api.get("forensic").await?;
-    let pid = object.data["status"]["restoredPID"]
-        .as_i64()
-        .context("no restoredPID")?;
+    let pid = restored_pid(&s.restored(&client).await?)?;
     assert!(
         start_ticks(pid).is_some(),
         "restored PID {pid} is not running"
     );
-    let seen = counters_in(&cluster, &ns, "forensic")?;
+    let seen = counters_in(&cluster, &ns, TARGET)?;
     assert_eq!(
         seen.len(),
         1,
         "exactly one restored counter in forensic: {seen:?}"
     );
 
-    api.delete("forensic", &DeleteParams::default()).await?;
-    wait_until("the PodRestore to be gone", RESTORE, || async {
-        Ok(api.get_opt("forensic").await?.is_none().then_some(()))
-    })
-    .await
-    .with_context(|| s.setup.logs())?;
-    assert!(counters_in(&cluster, &ns, "forensic")?.is_empty());
+    s.delete_restore(&client).await?;
+    assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `podrestore-agent restore-shim`: the process `serve` starts inside a target
 //! container's PID namespace for one restore (see the engine's `shim` module).
-//! It reads its request on stdin, answers on stdout, and then lives as the
+//! It reads its request from a file, answers on stdout, and then lives as the
 //! restored tree's parent, exiting with the tree's status. Not for people.
 
 use podrestore_agent::engine::shim;
@@ -11,6 +11,9 @@ pub struct Args {
     /// UID of the PodRestore; lets the agent find this shim again.
     #[arg(long)]
     uid: String,
+    /// The request file the agent wrote.
+    #[arg(long)]
+    request: std::path::PathBuf,
 }
 
 /// Runs the shim and exits with the restored tree's status.
@@ -22,7 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_ansi(false)
         .try_init();
     tracing::info!(uid = %args.uid, "restore shim started");
-    let code = shim::run(std::io::stdin().lock(), std::io::stdout());
+    let code = shim::run(&args.request, std::io::stdout());
     if code == 0 {
         Ok(())
     } else {

@@ -22,6 +22,10 @@
 //!      target's PID namespace ends (deleting the pod kills its init, and the
 //!      kernel kills every process of that namespace and of the namespaces
 //!      below it). See [`shim`] for how CRIU gets there.
+//!    - **External PID namespace** (both pods share their process namespace):
+//!      CRIU enters the sandbox's namespace and recreates the checkpoint's
+//!      PIDs there; they must be free in the target pod, or CRIU fails with
+//!      `Can't fork for <pid>: File exists`.
 //!    - **Root file system**: CRIU rebuilds the checkpoint's own mount
 //!      namespace over the target container's root file system, bind-mounted as
 //!      CRIU's root as runc does. The agent needs a path to it in its own mount
@@ -180,7 +184,8 @@ fn bare_id(container_id: &str) -> &str {
 /// Everything [`NodeEngine::restore`] decided before the shim starts.
 struct Prepared {
     request: ShimRequest,
-    pid_ns: File,
+    pid_ns: Option<File>,
+    request_file: PathBuf,
     log: File,
     container_id: String,
 }
@@ -223,16 +228,27 @@ impl NodeEngine {
         })?;
         let join_cgroups = mounts::cgroup_procs(&target.cgroups, &v1, v2.as_ref());
 
-        let pid_ns_path = target.own_namespace(proc_root, NamespaceType::Pid);
-        let pid_ns = File::open(&pid_ns_path).map_err(|e| {
-            error(
-                EngineErrorKind::TargetMismatch,
-                format!(
-                    "cannot open the target's PID namespace {}: {e}",
-                    pid_ns_path.display()
-                ),
-            )
-        })?;
+        // With an external PID namespace (runc's rule for a pid entry with a
+        // path) CRIU enters it itself; otherwise the shim must be born in the
+        // target's, so that the tree's new namespace nests below it.
+        let external_pid = target
+            .namespaces
+            .iter()
+            .any(|ns| ns.kind == NamespaceType::Pid && ns.path.is_some());
+        let pid_ns = if external_pid {
+            None
+        } else {
+            let path = target.own_namespace(proc_root, NamespaceType::Pid);
+            Some(File::open(&path).map_err(|e| {
+                error(
+                    EngineErrorKind::TargetMismatch,
+                    format!(
+                        "cannot open the target's PID namespace {}: {e}",
+                        path.display()
+                    ),
+                )
+            })?)
+        };
         let log_path = job.work_dir.join(shim::LOG_FILE);
         let log = OpenOptions::new()
             .create(true)
@@ -287,6 +303,7 @@ impl NodeEngine {
         Ok(Prepared {
             request,
             pid_ns,
+            request_file: job.work_dir.join(shim::REQUEST_FILE),
             log,
             container_id,
         })
@@ -334,8 +351,9 @@ impl NodeEngine {
             let mut child = shim::spawn(
                 &binary,
                 &uid_owned,
-                &prepared.pid_ns,
+                prepared.pid_ns.as_ref(),
                 &prepared.request,
+                &prepared.request_file,
                 prepared.log,
             )
             .map_err(|e| {

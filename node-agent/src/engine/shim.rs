@@ -1,9 +1,12 @@
 //! The restore shim: the process that runs one restore inside the target
 //! container's PID namespace and then stays as the restored tree's parent.
 //!
-//! Why a process of its own: CRIU must create the restored tree's new PID
-//! namespace as a child of the target container's, so CRIU has to be a member
-//! of the target's PID namespace; and CRIU reads `/proc` for the processes it
+//! Why a process of its own: where the target's PID namespace is not external
+//! to the checkpoint (an ordinary pod), CRIU creates a new PID namespace for
+//! the tree, as a child of its own, so CRIU has to be a member of the target's
+//! PID namespace (with an external one, from a pod sharing its process
+//! namespace, CRIU enters that namespace itself and the shim stays in the
+//! agent's); and CRIU reads `/proc` for the processes it
 //! creates, so the `/proc` it sees must be the one of that namespace, or it
 //! looks up its own helpers under the wrong PIDs (`vdso: Can't find rt vDSO`).
 //! It also resolves `images_dir_fd` through `/proc/<peer>/fd`, where the peer
@@ -18,16 +21,18 @@
 //! PIDs, which the new `/proc` does not show; the shim opens them first and
 //! hands them on as `/proc/<shim>/fd/<n>`.
 //!
-//! Protocol with the engine: the request comes as one JSON document on stdin;
-//! the reply is written to the outcome file (atomically) and then as one JSON
-//! line on stdout. A restored tree's root is the shim's child (CRIU's
+//! Protocol with the engine: the request is a JSON file the engine writes
+//! before it starts the shim (so an agent that dies right after the start
+//! still leaves the shim its whole request); the reply is written to the
+//! outcome file (atomically) and then as one JSON line on stdout. A restored tree's root is the shim's child (CRIU's
 //! `rst_sibling`): the shim waits for it, reaps it, and exits with its status,
 //! as `runc restore` does in the foreground. The agent may die meanwhile; the
 //! outcome file lets the next agent process find what was restored.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -47,6 +52,10 @@ pub const SUBCOMMAND: &str = "restore-shim";
 /// The shim's flag naming the PodRestore UID (also how the engine finds the
 /// shim of a restore again).
 pub const UID_FLAG: &str = "--uid";
+/// The shim's flag naming its request file.
+pub const REQUEST_FLAG: &str = "--request";
+/// The request file's name in the restore's work directory.
+pub const REQUEST_FILE: &str = "shim-request.json";
 /// The outcome file's name in the restore's work directory.
 pub const OUTCOME_FILE: &str = "shim-outcome.json";
 /// The shim's log file's name in the restore's work directory.
@@ -159,40 +168,51 @@ pub fn kind_of(reason: &str) -> EngineErrorKind {
     .unwrap_or(EngineErrorKind::Internal)
 }
 
-/// Starts the shim (`binary restore-shim --uid <uid>`) as a member of the PID
-/// namespace `pid_ns` and hands it `request`. Its stderr goes to `log`.
+/// Writes `request` to `path` (mode 0600), then starts the shim
+/// (`binary restore-shim --uid <uid> --request <path>`) as a member of the PID
+/// namespace `pid_ns` (the agent's own when `None`). Its stderr goes to `log`.
 pub fn spawn(
     binary: &Path,
     uid: &str,
-    pid_ns: &File,
+    pid_ns: Option<&File>,
     request: &ShimRequest,
+    path: &Path,
     log: File,
 ) -> io::Result<Child> {
+    let json = serde_json::to_vec(request).map_err(io::Error::other)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&json)?;
+    file.sync_all()?;
+    drop(file);
     let mut command = Command::new(binary);
     command
         .arg(SUBCOMMAND)
         .arg(UID_FLAG)
         .arg(uid)
-        .stdin(Stdio::piped())
+        .arg(REQUEST_FLAG)
+        .arg(path)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     // setns(CLONE_NEWPID) only decides where the calling thread's future
     // children are born; a thread of its own does it, so no other thread of
     // the agent is affected, and the thread ends right after.
-    let mut child = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                mount::setns(pid_ns, libc::CLONE_NEWPID)?;
+                if let Some(ns) = pid_ns {
+                    mount::setns(ns, libc::CLONE_NEWPID)?;
+                }
                 command.spawn()
             })
             .join()
             .map_err(|_| io::Error::other("the thread starting the shim panicked"))?
-    })?;
-    let json = serde_json::to_vec(request).map_err(io::Error::other)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&json)?;
-    }
-    Ok(child)
+    })
 }
 
 /// Reads the shim's one-line reply from its stdout (`None`: it ended without
@@ -222,11 +242,14 @@ pub fn read_outcome(path: &Path) -> io::Result<Option<ShimReply>> {
     }
 }
 
-/// The shim's whole life: reads the request from `input`, restores, replies
-/// on `output`, then waits for the restored tree. Returns the process exit
-/// status.
-pub fn run(input: impl Read, mut output: impl Write) -> i32 {
-    let request: ShimRequest = match serde_json::from_reader(input) {
+/// The shim's whole life: reads the request from the file `request`,
+/// restores, replies on `output`, then waits for the restored tree. Returns
+/// the process exit status.
+pub fn run(request: &Path, mut output: impl Write) -> i32 {
+    let parsed = fs::read(request)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<ShimRequest>(&bytes).map_err(|e| e.to_string()));
+    let request = match parsed {
         Ok(r) => r,
         Err(e) => {
             let reply =
@@ -438,8 +461,11 @@ mod tests {
 
     #[test]
     fn a_bad_request_fails_without_restoring() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REQUEST_FILE);
+        fs::write(&path, b"{not json").unwrap();
         let mut out = Vec::new();
-        assert_eq!(run(&b"{not json"[..], &mut out), 1);
+        assert_eq!(run(&path, &mut out), 1);
         let reply: ShimReply = serde_json::from_slice(&out).unwrap();
         assert!(
             matches!(reply, ShimReply::Failed { ref reason, .. } if reason == "Internal"),
