@@ -282,8 +282,14 @@ impl Scenario {
         self.setup.logs()
     }
 
-    /// Creates the PodRestore `forensic` naming pod B; returns its UID.
-    async fn create_restore(&self, client: &kube::Client, node: &str) -> Result<String> {
+    /// Creates the PodRestore `forensic` naming pod B with `options`; returns
+    /// its UID.
+    async fn create_restore(
+        &self,
+        client: &kube::Client,
+        node: &str,
+        options: serde_json::Value,
+    ) -> Result<String> {
         let ns = &self.setup.ns.name;
         let spec = json!({
             "checkpoint": {"archive": {
@@ -291,7 +297,7 @@ impl Scenario {
                 "path": self.archive.0.display().to_string(),
             }},
             "target": {"podName": TARGET.0, "container": TARGET.1},
-            "options": {"networkLock": "Skip"},
+            "options": options,
         });
         let created = podrestores(client, ns)
             .create(&PostParams::default(), &podrestore(ns, "forensic", spec)?)
@@ -401,7 +407,8 @@ async fn restore_look_delete(prefix: &str, shared: bool) -> Result<()> {
     let s = scenario(&cluster, &client, prefix, shared).await?;
     let ns = s.setup.ns.name.clone();
 
-    s.create_restore(&client, &cluster.node).await?;
+    s.create_restore(&client, &cluster.node, json!({"networkLock": "Skip"}))
+        .await?;
     let status = s.restored(&client).await?;
     let restored_at = Instant::now();
     let pid = restored_pid(&status)?;
@@ -446,7 +453,8 @@ async fn deleting_the_target_pod_ends_the_restored_tree() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
     let s = scenario(&cluster, &client, "restore-del", false).await?;
-    s.create_restore(&client, &cluster.node).await?;
+    // The API's defaults (CRIU's iptables network lock among them).
+    s.create_restore(&client, &cluster.node, json!({})).await?;
     let pid = restored_pid(&s.restored(&client).await?)?;
     let ticks = start_ticks(pid).context("the restored root is gone")?;
 
@@ -469,7 +477,9 @@ async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
     let client = cluster.client().await?;
     let mut s = scenario(&cluster, &client, "restore-kill", false).await?;
     let ns = s.setup.ns.name.clone();
-    let uid = s.create_restore(&client, &cluster.node).await?;
+    let uid = s
+        .create_restore(&client, &cluster.node, json!({"networkLock": "Skip"}))
+        .await?;
 
     // Kill the agent as soon as the process restoring for this PodRestore
     // exists (the shim, whose command line names the UID).
