@@ -115,3 +115,96 @@ fn every_field_is_documented() {
         "fields without a description: {missing:?}"
     );
 }
+
+mod pod_checkpoint {
+    use super::*;
+    use podrestore_crds::{
+        CHART_CHECKPOINT_CRD_PATH, checkpoint_crd_yaml, podcheckpoint::PodCheckpoint,
+    };
+
+    fn schema() -> Value {
+        let crd = serde_json::to_value(PodCheckpoint::crd()).expect("crd serializes");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn committed_chart_yaml_matches_the_types() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CHART_CHECKPOINT_CRD_PATH);
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+            panic!(
+                "cannot read {}: {err}; run `{REGENERATE_COMMAND}`",
+                path.display()
+            )
+        });
+        let generated = checkpoint_crd_yaml().expect("crd renders");
+        assert!(
+            committed == generated,
+            "{CHART_CHECKPOINT_CRD_PATH} is out of date with crds/src/podcheckpoint.rs; run `{REGENERATE_COMMAND}` and commit the result"
+        );
+    }
+
+    #[test]
+    fn spec_is_immutable_with_bounds() {
+        let crd = serde_json::to_value(PodCheckpoint::crd()).expect("crd serializes");
+        assert_eq!(crd["spec"]["scope"], json!("Namespaced"));
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["pcp"]));
+        let spec = &schema()["properties"]["spec"];
+        assert_eq!(
+            spec["x-kubernetes-validations"][0]["rule"],
+            json!("self == oldSelf")
+        );
+        assert_eq!(spec["required"], json!(["podName"]));
+        let timeout = &spec["properties"]["timeoutSeconds"];
+        assert_eq!(timeout["default"], json!(60));
+        assert_eq!(timeout["minimum"].as_f64(), Some(1.0));
+        assert_eq!(timeout["maximum"].as_f64(), Some(3600.0));
+    }
+
+    #[test]
+    fn status_records_the_archive_and_its_pod() {
+        let status = &schema()["properties"]["status"]["properties"];
+        for field in [
+            "nodeName",
+            "archivePath",
+            "sha256",
+            "size",
+            "checkpointTime",
+            "pod",
+            "container",
+            "criuVersion",
+        ] {
+            assert!(status[field].is_object(), "status.{field} is missing");
+        }
+        assert_eq!(
+            status["pod"]["required"],
+            json!(["name", "namespace", "uid"])
+        );
+        assert_eq!(status["conditions"]["x-kubernetes-list-type"], json!("map"));
+    }
+
+    #[test]
+    fn every_field_is_documented() {
+        fn walk(path: &str, schema: &Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, prop) in props {
+                    let here = format!("{path}.{name}");
+                    let skip = matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+                    if !skip && prop["description"].as_str().is_none_or(str::is_empty) {
+                        missing.push(here.clone());
+                    }
+                    if name != "conditions" {
+                        walk(&here, prop, missing);
+                    }
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk("", &schema(), &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+}
