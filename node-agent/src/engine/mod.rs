@@ -369,15 +369,16 @@ impl NodeEngine {
         });
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::pin!(sleep);
-        let timed_out = tokio::select! {
+        tokio::select! {
             joined = &mut handle => {
-                let (reply, mut child) = joined.map_err(|e| internal(format!("the shim task failed: {e}")))??;
+                let (reply, child) = joined.map_err(|e| internal(format!("the shim task failed: {e}")))??;
+                // The shim lives on as the tree's parent; reaped when it ends.
                 return match reply {
                     Ok(Some(reply)) => Ok((reply, child)),
                     Ok(None) => {
-                        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                        reap_later(child);
                         Err(internal(format!(
-                            "the restore shim ended without an answer ({status}); see {}",
+                            "the restore shim ended without an answer; see {} in the restore's work directory",
                             shim::LOG_FILE
                         )))
                     }
@@ -387,9 +388,8 @@ impl NodeEngine {
                     }
                 };
             }
-            () = &mut sleep => true,
-        };
-        debug_assert!(timed_out);
+            () = &mut sleep => {}
+        }
         let pid = shim_pid.load(Ordering::SeqCst);
         if pid > 0 {
             self.kill_shim(pid);
@@ -539,6 +539,8 @@ impl RestoreEngine for NodeEngine {
             container_name: pod.container_name.unwrap_or_default(),
             checkpointed_at,
             size: summary.archive.size,
+            sha256: summary.archive.sha256,
+            criu_version: summary.criu_version,
         })
     }
 
