@@ -182,8 +182,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             "the serving certificate does not name this node; the operator will refuse it"
         );
     }
+    // Peer agents present the agents' certificate, which names every node's agent and so
+    // this one's too; they may only call FetchArchive (the service checks).
+    let mut client_names = args.operator_names.clone();
+    client_names.push(tls::agent_server_name(&args.node_name));
+    let peer_files = files.clone();
     let tls = Arc::new(
-        ReloadingServerConfig::load(files, args.operator_names.clone())
+        ReloadingServerConfig::load(files, client_names)
             .context("load the TLS certificate, key and client CA")?,
     );
 
@@ -200,6 +205,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     )
     .await
     .context("start the agent service")?;
+    service.set_peer_tls(peer_files);
 
     let grpc_listener = server::bind(args.listen).await?;
     let probe_listener = server::bind(args.probe_listen).await?;

@@ -6,12 +6,14 @@
 //! - [`validate`]: the checks every request passes again on the node.
 //! - [`tls`]: the server's TLS configuration and the client-name check.
 //! - [`server`]: the listener, TLS handshakes and the tonic server.
+//! - [`transfer`]: archives pulled from another node's agent.
 
 pub mod engine;
 pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transfer;
 pub mod validate;
 
 use std::{
@@ -89,7 +91,15 @@ struct Inner {
     /// Restores whose engine call has not returned, by UID. Its lock also orders record
     /// creation, so two requests for one UID cannot both start the engine.
     runs: Mutex<HashMap<String, Run>>,
+    /// The identity this agent presents to peer agents when it pulls an archive.
+    peer_tls: std::sync::RwLock<Option<tls::TlsFiles>>,
+    /// Changes pulled chunks on their way in, to prove the digest check.
+    #[cfg(test)]
+    chunk_hook: std::sync::RwLock<Option<ChunkHook>>,
 }
+
+#[cfg(test)]
+type ChunkHook = Arc<dyn Fn(&mut pb::FetchArchiveChunk) + Send + Sync>;
 
 #[derive(Clone)]
 struct Run {
@@ -161,6 +171,9 @@ impl AgentService {
                 checkpoint_dirs,
                 metrics,
                 runs: Mutex::new(HashMap::new()),
+                peer_tls: std::sync::RwLock::new(None),
+                #[cfg(test)]
+                chunk_hook: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -177,6 +190,37 @@ impl AgentService {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Sets the certificate, key and CA bundle this agent uses to pull archives from peer
+    /// agents (its own serving files: the agents' certificate carries client-auth usage).
+    pub fn set_peer_tls(&self, files: tls::TlsFiles) {
+        match self.inner.peer_tls.write() {
+            Ok(mut guard) => *guard = Some(files),
+            Err(poisoned) => *poisoned.into_inner() = Some(files),
+        }
+    }
+
+    /// Refuses a call from a peer agent: peers may only fetch archives. The TLS layer
+    /// already admitted the caller as the operator or as an agent.
+    fn operator_only<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let agent = match tls::dns_name(&tls::agent_server_name(&self.inner.node_name)) {
+            Ok(name) => name,
+            Err(err) => return Err(Status::internal(err.to_string())),
+        };
+        let is_agent = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .is_some_and(|leaf| {
+                rustls::server::ParsedCertificate::try_from(&leaf)
+                    .is_ok_and(|parsed| rustls::client::verify_server_name(&parsed, &agent).is_ok())
+            });
+        if is_agent {
+            return Err(Status::permission_denied(
+                "peer agents may only call FetchArchive",
+            ));
+        }
+        Ok(())
     }
 
     /// The tonic server for this service, refusing every call that did not come with a
@@ -328,6 +372,7 @@ impl Inner {
         self: Arc<Self>,
         mut record: Record,
         job: RestoreJob,
+        remote: Option<transfer::Remote>,
         events: broadcast::Sender<pb::RestoreEvent>,
         done: watch::Sender<Option<pb::RestoreResult>>,
     ) {
@@ -335,14 +380,29 @@ impl Inner {
         let started = Instant::now();
         let engine = self.engine.clone();
         let reporter = ProgressReporter::new(events.clone());
+        let pulled = match &remote {
+            Some(remote) => self.pull(remote, &job, &reporter).await,
+            None => Ok(()),
+        };
         // Its own task, so that a panicking engine still ends in a recorded failure.
-        let handle = tokio::spawn(async move { engine.restore(job, reporter).await });
+        let handle = tokio::spawn(async move {
+            pulled?;
+            engine
+                .restore(job, reporter)
+                .await
+                .map_err(RunError::Engine)
+        });
         let result = match handle.await {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(err)) => Err(Failure {
+            Ok(Err(RunError::Engine(err))) => Err(Failure {
                 reason: err.kind.reason().to_owned(),
                 message: err.message,
                 log_excerpt: err.log_excerpt.unwrap_or_default(),
+            }),
+            Ok(Err(RunError::Transfer(err))) => Err(Failure {
+                reason: err.reason().to_owned(),
+                message: err.to_string(),
+                log_excerpt: String::new(),
             }),
             Err(join) => Err(Failure {
                 reason: EngineErrorKind::Internal.reason().to_owned(),
@@ -371,14 +431,96 @@ impl Inner {
     }
 }
 
+/// Why a run ended before or in the engine.
+enum RunError {
+    Transfer(transfer::TransferError),
+    Engine(EngineError),
+}
+
+impl Inner {
+    /// Pulls a remote archive to `job.archive`, reporting bytes as transfer progress.
+    async fn pull(
+        &self,
+        remote: &transfer::Remote,
+        job: &RestoreJob,
+        reporter: &ProgressReporter,
+    ) -> Result<(), RunError> {
+        let files = match self.peer_tls.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(files) = files else {
+            return Err(RunError::Transfer(transfer::TransferError::Protocol(
+                "this agent has no TLS identity for pulling from peer agents".into(),
+            )));
+        };
+        reporter.phase(
+            Phase::Transferring,
+            format!("pulling {} from node {}", remote.path, remote.node_name),
+        );
+        #[allow(unused_mut)]
+        let mut fetch = transfer::grpc_fetch(remote, &files, &job.uid);
+        #[cfg(test)]
+        {
+            let hook = match self.chunk_hook.read() {
+                Ok(guard) => guard.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            if let Some(hook) = hook {
+                let mut inner = fetch;
+                fetch = Box::new(move |offset| {
+                    let opened = inner(offset);
+                    let hook = hook.clone();
+                    Box::pin(async move {
+                        let stream = opened.await?;
+                        Ok(Box::pin(futures::StreamExt::map(stream, move |item| {
+                            item.map(|mut chunk| {
+                                hook(&mut chunk);
+                                chunk
+                            })
+                        })) as transfer::ChunkStream)
+                    })
+                });
+            }
+        }
+        let partial = job.work_dir.join("archive.partial");
+        let progress = |done: u64, total: u64| reporter.transferred(done, total);
+        let pulled = transfer::pull(remote, &mut fetch, &partial, &job.archive, &progress)
+            .await
+            .map_err(RunError::Transfer)?;
+        info!(uid = %job.uid, node = %remote.node_name, size = pulled.size, sha256 = %pulled.sha256, "archive pulled and verified");
+        reporter.phase(
+            Phase::Transferring,
+            format!(
+                "pulled {} bytes from node {}, sha256 {} verified",
+                pulled.size, remote.node_name, pulled.sha256
+            ),
+        );
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
+    type FetchArchiveStream = transfer::ChunkStream;
+
+    async fn fetch_archive(
+        &self,
+        request: Request<pb::FetchArchiveRequest>,
+    ) -> Result<Response<Self::FetchArchiveStream>, Status> {
+        let request = request.into_inner();
+        let path = validate::archive_path(&request.path, &self.inner.checkpoint_dirs)?;
+        info!(restore_uid = %request.restore_uid, path = %path.display(), offset = request.offset, "serving an archive to a peer");
+        Ok(Response::new(transfer::serve_file(path, request.offset)))
+    }
+
     type RestoreStream = EventStream;
 
     async fn version(
         &self,
-        _request: Request<pb::VersionRequest>,
+        request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionResponse>, Status> {
+        self.operator_only(&request)?;
         let criu_version = match self.inner.engine.criu_version().await {
             Ok(version) => version,
             Err(err) => {
@@ -403,6 +545,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::InspectRequest>,
     ) -> Result<Response<pb::InspectResponse>, Status> {
+        self.operator_only(&request)?;
         let request = request.into_inner();
         let path = validate::source(request.checkpoint.as_ref(), &self.inner.checkpoint_dirs)?;
         let info = self
@@ -417,6 +560,8 @@ impl Agent for AgentService {
             container_name: info.container_name,
             checkpointed_at: info.checkpointed_at.map(Into::into),
             size: info.size,
+            sha256: info.sha256,
+            criu_version: info.criu_version.unwrap_or_default(),
         }))
     }
 
@@ -424,6 +569,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RestoreRequest>,
     ) -> Result<Response<Self::RestoreStream>, Status> {
+        self.operator_only(&request)?;
         let request = request.into_inner();
         let rref = request
             .restore
@@ -467,10 +613,20 @@ impl Agent for AgentService {
         }
 
         // First request for this UID: validate it all, record it, then run it.
-        let archive = validate::source(request.checkpoint.as_ref(), &self.inner.checkpoint_dirs)?;
+        let work_dir = self.inner.store.work_dir(&uid);
+        let remote = match request.checkpoint.as_ref().and_then(|c| c.source.as_ref()) {
+            Some(pb::checkpoint_source::Source::RemoteArchive(remote)) => {
+                Some(transfer::remote(remote)?)
+            }
+            _ => None,
+        };
+        let archive = match remote {
+            // Pulled there before the engine runs; removed with the work directory.
+            Some(_) => work_dir.join("archive.tar"),
+            None => validate::source(request.checkpoint.as_ref(), &self.inner.checkpoint_dirs)?,
+        };
         let target = validate::target(request.target.as_ref(), &rref.namespace)?;
         let options = validate::options(request.options.as_ref())?;
-        let work_dir = self.inner.store.work_dir(&uid);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -518,7 +674,7 @@ impl Agent for AgentService {
         runs.insert(uid.clone(), run);
         drop(runs);
         info!(%uid, "restore started");
-        tokio::spawn(self.inner.clone().run(record, job, events, done_tx));
+        tokio::spawn(self.inner.clone().run(record, job, remote, events, done_tx));
         Ok(Response::new(stream))
     }
 
@@ -526,6 +682,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.operator_only(&request)?;
         let uid = request.into_inner().restore_uid;
         validate::uid("restore_uid", &uid)?;
         if self.inner.runs.lock().await.contains_key(&uid) {
@@ -566,6 +723,7 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
+        self.operator_only(&request)?;
         let uid = request.into_inner().restore_uid;
         validate::uid("restore_uid", &uid)?;
         // Wait for a running restore to end, then mark the record so that no Restore for

@@ -90,7 +90,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|err| file_error("private key", path)(err.to_string()))
 }
 
-fn dns_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+pub(crate) fn dns_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_owned()).map_err(|_| TlsError::BadName(name.to_owned()))
 }
 

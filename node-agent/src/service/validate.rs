@@ -106,6 +106,15 @@ pub enum ValidationError {
     /// No checkpoint source, or one this agent does not serve.
     #[error("checkpoint source is required (local_archive)")]
     NoSource,
+    /// A remote archive where only a local one makes sense (Inspect).
+    #[error("checkpoint source must be a local_archive on this node")]
+    NotLocal,
+    /// A source agent endpoint that is not host:port.
+    #[error("source agent endpoint {value:?} is not host:port")]
+    BadEndpoint {
+        /// The value.
+        value: String,
+    },
 }
 
 impl From<ValidationError> for tonic::Status {
@@ -248,6 +257,7 @@ pub fn source(
         Some(pb::checkpoint_source::Source::LocalArchive(archive)) => {
             archive_path(&archive.path, dirs)
         }
+        Some(pb::checkpoint_source::Source::RemoteArchive(_)) => Err(ValidationError::NotLocal),
         None => Err(ValidationError::NoSource),
     }
 }
