@@ -182,6 +182,10 @@ pub struct ArchiveInfo {
     pub checkpointed_at: Option<SystemTime>,
     /// Archive size in bytes.
     pub size: u64,
+    /// SHA-256 of the archive file, lower-case hex (empty when not computed).
+    pub sha256: String,
+    /// Version of the CRIU that wrote the checkpoint, if recorded.
+    pub criu_version: Option<String>,
 }
 
 /// A failure of the engine. Its kind becomes the stable reason users see.

@@ -41,6 +41,8 @@ impl RestoreEngine for FakeEngine {
             container_name: "counter".into(),
             checkpointed_at: None,
             size: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+            sha256: String::new(),
+            criu_version: None,
         })
     }
 

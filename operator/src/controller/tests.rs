@@ -245,6 +245,7 @@ fn inspected(namespace: &str) -> pb::InspectResponse {
         container_name: "counter".into(),
         checkpointed_at: None,
         size: 10,
+        ..pb::InspectResponse::default()
     }
 }
 
