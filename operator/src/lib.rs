@@ -1,6 +1,7 @@
 //! The podrestore operator: reconciles `PodRestore` objects and drives the node agents.
 //!
 //! - [`controller`]: the reconcile loop (finalizer, apply, cleanup, error policy).
+//! - [`checkpoint`]: the PodCheckpoint controller (kubelet checkpoint API, archive digest).
 //! - [`validate`] and [`status`]: the pure checks and status transitions it uses.
 //! - [`agent`]: finding and calling the agent on a node over mutual TLS.
 //! - [`pki`] and [`certs`]: the CA and certificates, and their Secrets and rotation.
@@ -10,6 +11,7 @@
 
 pub mod agent;
 pub mod certs;
+pub mod checkpoint;
 pub mod config;
 pub mod controller;
 pub mod http;

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use podrestore_operator::{
     agent::GrpcAgents,
     certs::CertManager,
+    checkpoint,
     config::{Args, LogFormat},
     controller::{self, Context},
     http::{self, HttpState},
@@ -174,6 +175,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+    let checkpoint_ctx = Arc::new(checkpoint::Context::new(
+        client.clone(),
+        recorder.clone(),
+        metrics.clone(),
+        agents.clone(),
+    ));
     let ctx = Arc::new(Context::new(
         client.clone(),
         recorder,
@@ -189,13 +196,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let stop = until(leader_stop_rx.clone());
         async move { certs.run(every, stop).await }
     });
+    let checkpoint_task = tokio::spawn({
+        let namespace = args.watch_namespace.clone();
+        let stop = until(leader_stop_rx.clone());
+        async move { checkpoint::run(checkpoint_ctx, namespace.as_deref(), stop).await }
+    });
     let controller = controller::run(
         ctx.clone(),
         args.watch_namespace.as_deref(),
         until(leader_stop_rx),
     );
     tokio::pin!(controller);
-    info!("leading: controller running");
+    info!("leading: controllers running");
 
     let ending = tokio::select! {
         _ = elector.keep() => Ending::LeadershipLost,
@@ -228,6 +240,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 _ = elector.keep() => warn!("lost the leader Lease while finishing reconciles"),
             }
             let _ = cert_task.await;
+            let _ = checkpoint_task.await;
             if let Err(err) = elector.release().await {
                 warn!(error = %err, "cannot release the leader Lease; it expires on its own");
             }
