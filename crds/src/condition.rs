@@ -45,6 +45,11 @@ pub mod reason {
     pub const ARCHIVE_REJECTED: &str = "ArchiveRejected";
     /// The agent on the node could not be reached; the operator retries.
     pub const AGENT_UNAVAILABLE: &str = "AgentUnavailable";
+    /// No PodCheckpoint named `spec.checkpoint.podCheckpoint.name` exists in the
+    /// PodRestore's namespace; the operator looks again.
+    pub const CHECKPOINT_NOT_FOUND: &str = "CheckpointNotFound";
+    /// The named PodCheckpoint is not `Checkpointed` yet (the restore waits), or it failed.
+    pub const CHECKPOINT_NOT_READY: &str = "CheckpointNotReady";
 
     // Restoring
     /// The operator asked the agent to restore and waits for its first report.
@@ -73,4 +78,10 @@ pub mod reason {
     /// The agent restarted while the restore ran and could not tell whether it completed;
     /// the agent does not run it again.
     pub const INTERRUPTED: &str = "Interrupted";
+    /// The archive pulled from another node did not match the sha256 its node's agent
+    /// reported; nothing was restored.
+    pub const ARCHIVE_DIGEST_MISMATCH: &str = "ArchiveDigestMismatch";
+    /// The archive could not be pulled from its node's agent (unreachable, or it stopped in
+    /// the middle every attempt); nothing was restored.
+    pub const ARCHIVE_TRANSFER_FAILED: &str = "ArchiveTransferFailed";
 }

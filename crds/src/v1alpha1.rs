@@ -55,7 +55,7 @@ pub struct PodRestoreSpec {
 
 /// Where the checkpoint comes from. Exactly one source must be set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("[has(self.archive)].filter(x, x).size() == 1").message("exactly one checkpoint source must be set (archive)"))]
+#[x_kube(validation = Rule::new("[has(self.archive), has(self.podCheckpoint)].filter(x, x).size() == 1").message("exactly one checkpoint source must be set (archive or podCheckpoint)"))]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointSource {
     /// A checkpoint archive on a node's disk, as written by the kubelet checkpoint API
@@ -63,6 +63,20 @@ pub struct CheckpointSource {
     /// checkpoint`. The target pod must run on the same node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSource>,
+
+    /// A PodCheckpoint in the PodRestore's namespace. The restore waits until it is
+    /// `Checkpointed`, then restores its archive from the node that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_checkpoint: Option<PodCheckpointRef>,
+}
+
+/// A PodCheckpoint in the PodRestore's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCheckpointRef {
+    /// Name of the PodCheckpoint.
+    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN))]
+    pub name: String,
 }
 
 /// A checkpoint archive on a node's disk.
@@ -246,6 +260,50 @@ pub struct PodRestoreStatus {
     /// When the restore ended, whether it succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+
+    /// The chain from the checkpointed pod to the restored one, written when the restore
+    /// succeeds: what was taken where and when, the archive's digest, and where it runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// The chain from a checkpointed pod to its restore.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// The PodCheckpoint the archive came from, when the PodRestore named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_checkpoint: Option<String>,
+    /// Namespace of the checkpointed pod, as the archive records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    /// Name of the checkpointed pod, as the archive records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pod: Option<String>,
+    /// Name of the checkpointed container, as the archive records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_container: Option<String>,
+    /// The node whose disk held the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_node: Option<String>,
+    /// When the checkpoint was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_time: Option<Time>,
+    /// Lower-case hex SHA-256 of the archive the agent restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
+    /// The pod the process tree was restored into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_pod: Option<String>,
+    /// The node the process tree runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<String>,
+    /// When the restore completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_time: Option<Time>,
+    /// Version of the CRIU that restored the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criu_version: Option<String>,
 }
 
 /// Where a checkpoint was taken, as its archive records it.

@@ -52,7 +52,11 @@ fn checkpoint_source_is_one_of() {
     let source = &schema()["properties"]["spec"]["properties"]["checkpoint"];
     assert_eq!(
         source["x-kubernetes-validations"][0]["rule"],
-        json!("[has(self.archive)].filter(x, x).size() == 1")
+        json!("[has(self.archive), has(self.podCheckpoint)].filter(x, x).size() == 1")
+    );
+    assert_eq!(
+        source["properties"]["podCheckpoint"]["required"],
+        json!(["name"])
     );
     let archive = &source["properties"]["archive"];
     assert_eq!(archive["required"], json!(["nodeName", "path"]));

@@ -126,6 +126,14 @@ pub trait Agents: Send + Sync {
         node: &str,
         request: pb::CleanupRequest,
     ) -> Result<pb::CleanupResponse, AgentError>;
+
+    /// The host:port where the agent on `node` serves, for a peer agent to pull from.
+    async fn endpoint(&self, node: &str) -> Result<String, AgentError> {
+        Err(AgentError::NotReady {
+            node: node.to_owned(),
+            reason: "no endpoint lookup".into(),
+        })
+    }
 }
 
 /// The real agents: found through the API, dialed over mutual TLS.
@@ -287,5 +295,9 @@ impl Agents for GrpcAgents {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| AgentError::rpc(node, status))
+    }
+
+    async fn endpoint(&self, node: &str) -> Result<String, AgentError> {
+        self.address(node).await
     }
 }

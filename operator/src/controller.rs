@@ -283,6 +283,20 @@ fn source(archive: &ArchiveSource) -> pb::CheckpointSource {
     }
 }
 
+/// An archive on another node: the target node's agent pulls it from the agent at
+/// `endpoint` on the archive's node.
+fn remote_source(archive: &ArchiveSource, endpoint: String) -> pb::CheckpointSource {
+    pb::CheckpointSource {
+        source: Some(pb::checkpoint_source::Source::RemoteArchive(
+            pb::RemoteArchive {
+                node_name: archive.node_name.clone(),
+                path: archive.path.clone(),
+                endpoint,
+            },
+        )),
+    }
+}
+
 fn options(pr: &PodRestore) -> pb::RestoreOptions {
     let o = &pr.spec.options;
     pb::RestoreOptions {
@@ -311,7 +325,7 @@ fn options(pr: &PodRestore) -> pb::RestoreOptions {
 /// a resume the pod may be gone, and the agent then answers from its record.
 fn restore_request(
     pr: &PodRestore,
-    archive: &ArchiveSource,
+    checkpoint: pb::CheckpointSource,
     target: pb::TargetContainer,
 ) -> pb::RestoreRequest {
     pb::RestoreRequest {
@@ -320,7 +334,7 @@ fn restore_request(
             namespace: pr.namespace().unwrap_or_default(),
             name: pr.name_any(),
         }),
-        checkpoint: Some(source(archive)),
+        checkpoint: Some(checkpoint),
         target: Some(target),
         options: Some(options(pr)),
     }
@@ -353,6 +367,8 @@ async fn reject(
             | podrestore_crds::condition::reason::TARGET_CONTAINER_NOT_RUNNING
             | podrestore_crds::condition::reason::TARGET_CONTAINER_NOT_FOUND
             | podrestore_crds::condition::reason::TARGET_CONTAINER_AMBIGUOUS
+            | podrestore_crds::condition::reason::CHECKPOINT_NOT_FOUND
+            | podrestore_crds::condition::reason::CHECKPOINT_NOT_READY
     );
     Ok(Action::requeue(if pod_dependent {
         POD_RETRY
@@ -399,6 +415,14 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
     if status::is_finished(&status) {
         return Ok(Action::await_change());
     }
+    // A PodCheckpoint source is acted on as the archive it recorded.
+    let pr = match crate::checkpoint::source::resolve(&ctx.client, &namespace, pr)
+        .await
+        .map_err(Error::Kube)?
+    {
+        Ok(pr) => pr,
+        Err((pr, rejection)) => return reject(&api, &ctx, &pr, status, rejection).await,
+    };
     let Some(archive) = pr.spec.checkpoint.archive.clone() else {
         return reject(
             &api,
@@ -418,7 +442,7 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
         .await
         .map_err(Error::Kube)?;
 
-    let (node, target) = if status::is_started(&status) {
+    let (node, target, source_endpoint) = if status::is_started(&status) {
         // Resume: never check again, send what is still known; the agent answers from
         // its record of this UID.
         let node = status.node.clone().unwrap_or_default();
@@ -438,7 +462,19 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
             container_id: status.target_container_id.clone().unwrap_or_default(),
         };
         info!(podrestore = %name, %node, "resuming the restore");
-        (node, target)
+        // The agent answers a resumed request from its record; the source's address is
+        // only needed if it never got the first one.
+        let endpoint = if archive.node_name == node {
+            None
+        } else {
+            Some(
+                ctx.agents
+                    .endpoint(&archive.node_name)
+                    .await
+                    .unwrap_or_default(),
+            )
+        };
+        (node, target, endpoint)
     } else {
         let checked = validate::target(&pr, pod.as_ref())
             .and_then(|t| validate::archive(&pr, &t.node).map(|_| t));
@@ -449,7 +485,7 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
         let inspected = ctx
             .agents
             .inspect(
-                &target.node,
+                &archive.node_name,
                 pb::InspectRequest {
                     checkpoint: Some(source(&archive)),
                 },
@@ -496,6 +532,13 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
         ) {
             return reject(&api, &ctx, &pr, status, rejection).await;
         }
+        // Found before the restore is recorded as started, so that a lookup failure is
+        // retried as a fresh start.
+        let endpoint = if archive.node_name == target.node {
+            None
+        } else {
+            Some(ctx.agents.endpoint(&archive.node_name).await?)
+        };
         let origin = CheckpointOrigin {
             namespace: Some(info.pod_namespace.clone()).filter(|s| !s.is_empty()),
             pod_name: Some(info.pod_name.clone()).filter(|s| !s.is_empty()),
@@ -536,10 +579,14 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
             container_name: target.container.clone(),
             container_id: target.container_id.clone(),
         };
-        (target.node, request_target)
+        (target.node, request_target, endpoint)
     };
 
-    let request = restore_request(&pr, &archive, target);
+    let checkpoint = match source_endpoint {
+        Some(endpoint) => remote_source(&archive, endpoint),
+        None => source(&archive),
+    };
+    let request = restore_request(&pr, checkpoint, target);
     let timeout =
         Duration::from_secs(u64::try_from(pr.spec.options.timeout_seconds).unwrap_or(300))
             + RESTORE_DEADLINE_MARGIN;
@@ -563,6 +610,11 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
             Some(pb::restore_event::Event::Result(result)) => {
                 let (outcome, message) =
                     status::finished(&mut status, &result, generation, Timestamp::now());
+                if outcome == Outcome::Succeeded {
+                    status.provenance = Some(crate::checkpoint::source::provenance(
+                        &pr, &archive, &status,
+                    ));
+                }
                 patch_status(&api, &name, &status).await?;
                 if !result.replayed {
                     let at = |t: &prost_types::Timestamp| Timestamp::new(t.seconds, t.nanos).ok();

@@ -133,7 +133,7 @@ fn issue(
     ca: &KeyPairPem,
     common_name: &str,
     names: &BTreeSet<String>,
-    usage: ExtendedKeyUsagePurpose,
+    usages: &[ExtendedKeyUsagePurpose],
     now: Timestamp,
 ) -> Result<KeyPairPem, PkiError> {
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, KeyPair::from_pem(&ca.key_pem)?)?;
@@ -147,7 +147,7 @@ fn issue(
         .map(|n| Ok(SanType::DnsName(n.clone().try_into()?)))
         .collect::<Result<_, rcgen::Error>>()?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usages.to_vec();
     params.use_authority_key_identifier_extension = true;
     window(&mut params, now, LEAF_LIFETIME)?;
     let key = KeyPair::generate()?;
@@ -159,7 +159,8 @@ fn issue(
 }
 
 /// Issues the agents' serving certificate, naming `podrestore-agent.<node>` for every node
-/// in `nodes`.
+/// in `nodes`. It also carries client-auth usage: a target node's agent presents it to the
+/// source node's agent when it pulls an archive.
 pub fn issue_agent(
     ca: &KeyPairPem,
     nodes: &BTreeSet<String>,
@@ -170,7 +171,10 @@ pub fn issue_agent(
         ca,
         "podrestore-agent",
         &names,
-        ExtendedKeyUsagePurpose::ServerAuth,
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         now,
     )
 }
@@ -183,7 +187,13 @@ pub fn agent_names(nodes: &BTreeSet<String>) -> BTreeSet<String> {
 /// Issues the operator's client certificate for `name`.
 pub fn issue_operator(ca: &KeyPairPem, name: &str, now: Timestamp) -> Result<KeyPairPem, PkiError> {
     let names = BTreeSet::from([name.to_owned()]);
-    issue(ca, name, &names, ExtendedKeyUsagePurpose::ClientAuth, now)
+    issue(
+        ca,
+        name,
+        &names,
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+        now,
+    )
 }
 
 /// Reads validity and DNS names of the first certificate in `pem`.
@@ -362,6 +372,16 @@ mod tests {
             UnixTime::now(),
         );
         assert!(wrong.is_err());
+        // Peer agents present the same certificate as clients when they pull an archive.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())?)?;
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()?;
+        let as_client = clients.verify_client_cert(&leaf, &[], UnixTime::now());
+        assert!(as_client.is_ok(), "{as_client:?}");
         Ok(())
     }
 }

@@ -99,7 +99,10 @@ pub fn is_finished(status: &PodRestoreStatus) -> bool {
         c.status == "True"
             || matches!(
                 c.reason.as_str(),
-                reason::RESTORE_FAILED | reason::INTERRUPTED
+                reason::RESTORE_FAILED
+                    | reason::INTERRUPTED
+                    | reason::ARCHIVE_DIGEST_MISMATCH
+                    | reason::ARCHIVE_TRANSFER_FAILED
             )
     })
 }
@@ -244,7 +247,7 @@ pub fn phase_reason(phase: pb::Phase) -> &'static str {
 }
 
 /// A progress report from the agent. Returns whether the status changed (only a new phase
-/// changes it, so that byte counts do not cause a write each).
+/// or a transfer's next tenth changes it, so that byte counts do not cause a write each).
 pub fn progress(
     status: &mut PodRestoreStatus,
     report: &pb::Progress,
@@ -253,14 +256,19 @@ pub fn progress(
 ) -> bool {
     let phase = pb::Phase::try_from(report.phase).unwrap_or(pb::Phase::Unspecified);
     let reason = phase_reason(phase);
-    if condition(status, kind::RESTORING).is_some_and(|c| c.reason == reason) {
-        return false;
-    }
-    let message = if report.message.is_empty() {
+    let message = if phase == pb::Phase::Transferring && report.bytes_total > 0 {
+        transfer_message(report.bytes_done, report.bytes_total)
+    } else if report.message.is_empty() {
         reason.to_owned()
     } else {
         report.message.clone()
     };
+    let transfer_bytes = phase == pb::Phase::Transferring && report.bytes_total > 0;
+    if condition(status, kind::RESTORING)
+        .is_some_and(|c| c.reason == reason && (!transfer_bytes || c.message == message))
+    {
+        return false;
+    }
     set_condition(
         &mut status.conditions,
         kind::RESTORING,
@@ -269,6 +277,18 @@ pub fn progress(
         message,
         generation,
         now,
+    )
+}
+
+/// The `Restoring` message of a transfer, in steps of a tenth so that a large archive
+/// causes a few status writes, not one per chunk.
+pub fn transfer_message(done: u64, total: u64) -> String {
+    let tenths = (done.min(total) * 10) / total.max(1);
+    let shown = total / 10 * tenths;
+    let shown = if tenths == 10 { total } else { shown };
+    format!(
+        "archive transfer: {shown} of {total} bytes ({}%)",
+        tenths * 10
     )
 }
 
@@ -281,6 +301,10 @@ pub enum Outcome {
     Failed,
     /// The agent lost track of it.
     Interrupted,
+    /// The pulled archive's sha256 differed from the source's.
+    DigestMismatch,
+    /// The archive could not be pulled from its node.
+    TransferFailed,
 }
 
 impl Outcome {
@@ -290,6 +314,8 @@ impl Outcome {
             Self::Succeeded => reason::RESTORE_SUCCEEDED,
             Self::Failed => reason::RESTORE_FAILED,
             Self::Interrupted => reason::INTERRUPTED,
+            Self::DigestMismatch => reason::ARCHIVE_DIGEST_MISMATCH,
+            Self::TransferFailed => reason::ARCHIVE_TRANSFER_FAILED,
         }
     }
 }
@@ -331,10 +357,11 @@ pub fn finished(
             )
         }
         Some(pb::restore_result::Outcome::Failure(f)) => {
-            let outcome = if f.reason == reason::INTERRUPTED {
-                Outcome::Interrupted
-            } else {
-                Outcome::Failed
+            let outcome = match f.reason.as_str() {
+                reason::INTERRUPTED => Outcome::Interrupted,
+                reason::ARCHIVE_DIGEST_MISMATCH => Outcome::DigestMismatch,
+                reason::ARCHIVE_TRANSFER_FAILED => Outcome::TransferFailed,
+                _ => Outcome::Failed,
             };
             let mut message = format!("{}: {}", f.reason, f.message);
             if !f.log_excerpt.is_empty() {
@@ -412,6 +439,39 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).expect("ts")
+    }
+
+    #[test]
+    fn transfer_progress_writes_status_once_per_tenth() {
+        assert_eq!(
+            transfer_message(0, 1000),
+            "archive transfer: 0 of 1000 bytes (0%)"
+        );
+        assert_eq!(
+            transfer_message(999, 1000),
+            "archive transfer: 900 of 1000 bytes (90%)"
+        );
+        assert_eq!(
+            transfer_message(1000, 1000),
+            "archive transfer: 1000 of 1000 bytes (100%)"
+        );
+        let mut status = PodRestoreStatus::default();
+        let report = |done| pb::Progress {
+            phase: pb::Phase::Transferring.into(),
+            bytes_done: done,
+            bytes_total: 1000,
+            ..pb::Progress::default()
+        };
+        let changed: Vec<bool> = [0, 50, 120, 150, 1000]
+            .into_iter()
+            .map(|done| progress(&mut status, &report(done), Some(1), at(10)))
+            .collect();
+        assert_eq!(changed, vec![true, false, true, false, true]);
+        let restoring = condition(&status, kind::RESTORING).map(|c| c.message.clone());
+        assert_eq!(
+            restoring.as_deref(),
+            Some("archive transfer: 1000 of 1000 bytes (100%)")
+        );
     }
 
     #[test]
@@ -572,6 +632,16 @@ mod tests {
         let cases = [
             ("CriuFailed", Outcome::Failed, reason::RESTORE_FAILED),
             ("Interrupted", Outcome::Interrupted, reason::INTERRUPTED),
+            (
+                "ArchiveDigestMismatch",
+                Outcome::DigestMismatch,
+                reason::ARCHIVE_DIGEST_MISMATCH,
+            ),
+            (
+                "ArchiveTransferFailed",
+                Outcome::TransferFailed,
+                reason::ARCHIVE_TRANSFER_FAILED,
+            ),
         ];
         for (agent_reason, outcome, condition_reason) in cases {
             let mut s = PodRestoreStatus::default();

@@ -123,23 +123,15 @@ pub fn target(pr: &PodRestore, pod: Option<&Pod>) -> Result<Target, Rejection> {
     })
 }
 
-/// The checkpoint source of `pr`, which must lie on the target's node for this source.
-pub fn archive<'a>(pr: &'a PodRestore, target_node: &str) -> Result<&'a ArchiveSource, Rejection> {
+/// The checkpoint source of `pr`. An archive on another node than the target's is pulled
+/// by the target node's agent from the source node's agent.
+pub fn archive<'a>(pr: &'a PodRestore, _target_node: &str) -> Result<&'a ArchiveSource, Rejection> {
     let archive = pr.spec.checkpoint.archive.as_ref().ok_or_else(|| {
         Rejection::new(
             reason::ARCHIVE_REJECTED,
             "spec.checkpoint names no source this operator supports",
         )
     })?;
-    if archive.node_name != target_node {
-        return Err(Rejection::new(
-            reason::CROSS_NODE_NOT_SUPPORTED,
-            format!(
-                "the archive is on node {} but the target pod runs on node {target_node}; an archive source must be on the target's node (move the archive or target a pod on {})",
-                archive.node_name, archive.node_name
-            ),
-        ));
-    }
     Ok(archive)
 }
 
@@ -184,6 +176,7 @@ mod tests {
                         node_name: archive_node.into(),
                         path: "/var/lib/kubelet/checkpoints/c.tar".into(),
                     }),
+                    ..CheckpointSource::default()
                 },
                 target: RestoreTarget {
                     pod_name: "forensic".into(),
@@ -344,10 +337,12 @@ mod tests {
     }
 
     #[test]
-    fn archive_must_be_on_the_target_node() {
+    fn archive_may_be_on_another_node() {
         assert!(archive(&restore(None, "n1"), "n1").is_ok());
-        let rej = archive(&restore(None, "n2"), "n1").expect_err("cross node");
-        assert_eq!(rej.reason, reason::CROSS_NODE_NOT_SUPPORTED);
+        assert!(
+            archive(&restore(None, "n2"), "n1").is_ok(),
+            "pulled from n2"
+        );
         let mut no_source = restore(None, "n1");
         no_source.spec.checkpoint = CheckpointSource::default();
         assert_eq!(

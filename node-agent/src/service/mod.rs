@@ -262,6 +262,12 @@ fn interrupted(err: Option<&EngineError>) -> Failure {
 /// when it starts, and may no longer be able to when it resumes (the pod may be gone).
 fn fingerprint(request: &pb::RestoreRequest) -> String {
     let mut stable = request.clone();
+    // The source agent's address may change (a restarted pod); the node and path decide.
+    if let Some(pb::checkpoint_source::Source::RemoteArchive(remote)) =
+        stable.checkpoint.as_mut().and_then(|c| c.source.as_mut())
+    {
+        remote.endpoint.clear();
+    }
     if let Some(target) = stable.target.as_mut() {
         target.pod_uid.clear();
         target.container_name.clear();

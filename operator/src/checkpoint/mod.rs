@@ -11,6 +11,7 @@
 //! PodCheckpoints carry no finalizer: the archive outlives its PodCheckpoint, like any
 //! file the kubelet writes into its checkpoint directory.
 
+pub mod source;
 pub mod status;
 
 use std::{

@@ -88,6 +88,13 @@ impl Agents for FakeAgents {
             .push(format!("cleanup {node} {}", request.restore_uid));
         take(&self.cleanup, "cleanup")
     }
+    async fn endpoint(&self, node: &str) -> Result<String, AgentError> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(format!("endpoint {node}"));
+        Ok("10.200.0.12:9443".into())
+    }
 }
 
 impl FakeAgents {
@@ -190,6 +197,7 @@ fn restore_object(archive_node: &str) -> PodRestore {
                     node_name: archive_node.into(),
                     path: "/var/lib/kubelet/checkpoints/counter.tar".into(),
                 }),
+                ..CheckpointSource::default()
             },
             target: RestoreTarget {
                 pod_name: "forensic".into(),
@@ -344,8 +352,36 @@ async fn a_missing_target_pod_is_reported_and_nothing_runs() {
 }
 
 #[tokio::test]
-async fn an_archive_on_another_node_is_refused_without_asking_any_agent() {
+async fn an_archive_on_another_node_is_pulled_by_the_target_nodes_agent() {
     let agents = Arc::new(FakeAgents::default());
+    *agents.inspect.lock().expect("lock") = Some(Ok(inspected(NS)));
+    let transfer = |done| {
+        Ok(pb::RestoreEvent {
+            event: Some(pb::restore_event::Event::Progress(pb::Progress {
+                phase: pb::Phase::Transferring.into(),
+                bytes_done: done,
+                bytes_total: 1000,
+                ..pb::Progress::default()
+            })),
+        })
+    };
+    let mismatch = Ok(pb::RestoreEvent {
+        event: Some(pb::restore_event::Event::Result(pb::RestoreResult {
+            outcome: Some(pb::restore_result::Outcome::Failure(pb::RestoreFailure {
+                reason: "ArchiveDigestMismatch".into(),
+                message: "archive digest mismatch; nothing was restored".into(),
+                log_excerpt: String::new(),
+            })),
+            ..pb::RestoreResult::default()
+        })),
+    });
+    *agents.restore.lock().expect("lock") = Some(Ok(vec![
+        progress(pb::Phase::Accepted),
+        transfer(0),
+        transfer(20),
+        transfer(1000),
+        mismatch,
+    ]));
     let (ctx, mut api) = context(agents.clone());
     let pr = restore_object("n2");
     let server = tokio::spawn({
@@ -353,18 +389,53 @@ async fn an_archive_on_another_node_is_refused_without_asking_any_agent() {
         async move {
             let (_, _, send) = expect(&mut api, "GET", POD_PATH).await;
             reply(send, 200, &running_pod());
-            let status = expect_status(&mut api, &pr).await;
+            let started = expect_status(&mut api, &pr).await;
+            assert_eq!(cond(&started, kind::ACCEPTED), ("True", reason::VALIDATED));
+            assert_eq!(started.node.as_deref(), Some("n1"));
+            expect_event(&mut api, "Normal", "RestoreStarted").await;
+            // Transfer progress shows in the Restoring condition, a write per tenth.
+            for want in [
+                "archive transfer: 0 of 1000 bytes (0%)",
+                "archive transfer: 1000 of 1000 bytes (100%)",
+            ] {
+                let status = expect_status(&mut api, &pr).await;
+                assert_eq!(
+                    cond(&status, kind::RESTORING),
+                    ("True", reason::TRANSFERRING)
+                );
+                let message =
+                    status::condition(&status, kind::RESTORING).map(|c| c.message.clone());
+                assert_eq!(message.as_deref(), Some(want));
+            }
+            let done = expect_status(&mut api, &pr).await;
             assert_eq!(
-                cond(&status, kind::ACCEPTED),
-                ("False", reason::CROSS_NODE_NOT_SUPPORTED)
+                cond(&done, kind::RESTORED),
+                ("False", reason::ARCHIVE_DIGEST_MISMATCH)
             );
-            expect_event(&mut api, "Warning", reason::CROSS_NODE_NOT_SUPPORTED).await;
+            assert!(status::is_finished(&done));
+            expect_event(&mut api, "Warning", reason::ARCHIVE_DIGEST_MISMATCH).await;
         }
     });
     let action = reconcile(Arc::new(pr), ctx).await.expect("reconcile");
     server.await.expect("api server");
-    assert_eq!(action, Action::requeue(SLOW_RETRY));
-    assert!(agents.calls().is_empty());
+    assert_eq!(action, Action::await_change());
+    // Inspected where the archive is, restored where the target runs.
+    assert_eq!(
+        agents.calls(),
+        vec!["inspect n2", "endpoint n2", "restore n1"]
+    );
+    let requests = agents.restore_requests.lock().expect("lock").clone();
+    let source = requests[0].checkpoint.clone().and_then(|c| c.source);
+    assert_eq!(
+        source,
+        Some(pb::checkpoint_source::Source::RemoteArchive(
+            pb::RemoteArchive {
+                node_name: "n2".into(),
+                path: "/var/lib/kubelet/checkpoints/counter.tar".into(),
+                endpoint: "10.200.0.12:9443".into(),
+            }
+        ))
+    );
 }
 
 #[tokio::test]
