@@ -415,7 +415,7 @@ mod two_agents {
         pb::agent_client::AgentClient::new(channel)
     }
 
-    fn request(source: &Node, path: &Path) -> pb::RestoreRequest {
+    fn request(source: std::net::SocketAddr, path: &Path) -> pb::RestoreRequest {
         pb::RestoreRequest {
             restore: Some(pb::RestoreRef {
                 uid: UID.into(),
@@ -427,7 +427,7 @@ mod two_agents {
                     pb::RemoteArchive {
                         node_name: "node-a".into(),
                         path: path.display().to_string(),
-                        endpoint: source.addr.to_string(),
+                        endpoint: source.to_string(),
                     },
                 )),
             }),
@@ -479,7 +479,7 @@ mod two_agents {
             vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
         let mut to_b = client(&pki, &b, "node-b", operator).await;
-        let (progress, result) = restore(&mut to_b, request(&a, &path)).await;
+        let (progress, result) = restore(&mut to_b, request(a.addr, &path)).await;
         let Some(pb::restore_result::Outcome::Success(success)) = result.outcome else {
             panic!("restore failed: {result:?}");
         };
@@ -524,7 +524,7 @@ mod two_agents {
             vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
         let mut to_b = client(&pki, &b, "node-b", operator).await;
-        let (_, result) = restore(&mut to_b, request(&a, &path)).await;
+        let (_, result) = restore(&mut to_b, request(a.addr, &path)).await;
         let Some(pb::restore_result::Outcome::Failure(failure)) = result.outcome else {
             panic!("want a failure: {result:?}");
         };
@@ -591,9 +591,149 @@ mod two_agents {
             .expect_err("operator only");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
         let refused = peer
-            .restore(request(&a, &path))
+            .restore(request(a.addr, &path))
             .await
             .expect_err("operator only");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    }
+
+    /// A source agent for node-a in a runtime of its own on a thread, serving the files in
+    /// `dir`; dropping the runtime ends every task and socket at once, like a killed
+    /// process. Returns its address and the switch that kills it.
+    fn killable_source(
+        pki: &Pki,
+        dir: &Path,
+        port: u16,
+    ) -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+        let (cert, key) = pki.leaf(
+            &["podrestore-agent.node-a", "podrestore-agent.node-b"],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: dir.join("ca.crt"),
+        };
+        std::fs::write(&files.cert, cert).expect("write");
+        std::fs::write(&files.key, key).expect("write");
+        std::fs::write(&files.client_ca, &pki.ca_pem).expect("write");
+        let checkpoints = dir.join("checkpoints");
+        let state = dir.join("state");
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async move {
+                let names = vec![
+                    tls::DEFAULT_OPERATOR_NAME.to_owned(),
+                    tls::agent_server_name("node-a"),
+                ];
+                let tls_config = Arc::new(ReloadingServerConfig::load(files, names).expect("tls"));
+                let service = AgentService::start(
+                    Arc::new(Engine::default()),
+                    ServiceConfig {
+                        node_name: "node-a".into(),
+                        state_dir: state,
+                        checkpoint_dirs: vec![checkpoints],
+                    },
+                    Metrics::default(),
+                )
+                .await
+                .expect("service");
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("bind");
+                let _ = ready_tx.send(listener.local_addr().expect("addr"));
+                tokio::spawn(serve_grpc(
+                    listener,
+                    tls_config,
+                    service,
+                    ListenerOptions::default(),
+                    futures::future::pending(),
+                ));
+                let _ = tokio::task::spawn_blocking(move || killed.recv()).await;
+            });
+            // The runtime drops here with every connection task.
+        });
+        (ready.recv().expect("source ready"), kill)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killing_the_source_agent_mid_transfer_fails_clearly_and_a_retry_completes() {
+        let pki = Pki::new();
+        let b = node(&pki, "node-b").await;
+        let source_dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(source_dir.path().join("checkpoints")).expect("mkdir");
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 24)).map(|i| (i % 253) as u8).collect();
+        let path = source_dir.path().join("checkpoints/big.tar");
+        std::fs::write(&path, &data).expect("write");
+        let (addr, kill) = killable_source(&pki, source_dir.path(), 0);
+
+        // Slow the transfer down and kill the source once bytes flow.
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+        let first_tx = Mutex::new(Some(first_tx));
+        let hook: crate::service::ChunkHook = Arc::new(move |chunk: &mut pb::FetchArchiveChunk| {
+            if matches!(chunk.chunk, Some(pb::fetch_archive_chunk::Chunk::Data(_))) {
+                if let Some(tx) = first_tx.lock().expect("lock").take() {
+                    let _ = tx.send(());
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        *b.service.inner.chunk_hook.write().expect("lock") = Some(hook);
+        let operator = pki.leaf(
+            &[tls::DEFAULT_OPERATOR_NAME],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let mut to_b = client(&pki, &b, "node-b", operator).await;
+        let mut first = request(addr, &path);
+        let restoring = tokio::spawn({
+            let mut to_b = to_b.clone();
+            let first = first.clone();
+            async move { restore(&mut to_b, first).await }
+        });
+        tokio::task::spawn_blocking(move || first_rx.recv())
+            .await
+            .expect("join")
+            .expect("first chunk");
+        kill.send(()).expect("kill the source");
+        let (_, result) = restoring.await.expect("join");
+        let Some(pb::restore_result::Outcome::Failure(failure)) = result.outcome else {
+            panic!("want a failure: {result:?}");
+        };
+        assert_eq!(
+            failure.reason, REASON_TRANSFER_FAILED,
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("node-a"), "{}", failure.message);
+        assert_eq!(
+            b.engine.restores.load(Ordering::SeqCst),
+            0,
+            "nothing restored"
+        );
+        let work = b.state.join("work").join(UID);
+        assert!(!work.join("archive.tar").exists());
+
+        // The source agent comes back on the same address; a new PodRestore completes.
+        *b.service.inner.chunk_hook.write().expect("lock") = None;
+        let (again, _keep) = killable_source(&pki, source_dir.path(), addr.port());
+        assert_eq!(again, addr);
+        if let Some(r) = first.restore.as_mut() {
+            r.uid = "99999999-2222-3333-4444-666666666666".into();
+            r.name = "from-a-again".into();
+        }
+        let (_, result) = restore(&mut to_b, first).await;
+        let Some(pb::restore_result::Outcome::Success(success)) = result.outcome else {
+            panic!("the retry failed: {result:?}");
+        };
+        assert_eq!(
+            success.archive.map(|d| d.sha256),
+            Some(header_of(&data).sha256)
+        );
+        assert_eq!(b.engine.restores.load(Ordering::SeqCst), 1);
     }
 }
