@@ -60,7 +60,9 @@ pub struct PodRestoreSpec {
 pub struct CheckpointSource {
     /// A checkpoint archive on a node's disk, as written by the kubelet checkpoint API
     /// (`POST /checkpoint/{namespace}/{pod}/{container}`) or by `podrestore-agent
-    /// checkpoint`. The target pod must run on the same node.
+    /// checkpoint`. When it lies on another node than the target pod, the target node's
+    /// agent pulls it from that node's agent over mutual TLS and restores it only if its
+    /// sha256 matches what the source reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSource>,
 
