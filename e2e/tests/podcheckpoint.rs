@@ -270,3 +270,159 @@ async fn podrestore_waits_for_a_missing_podcheckpoint() -> Result<()> {
     );
     Ok(())
 }
+
+/// The forensic target pod of `e2e/testdata/forensic/target.yaml`.
+fn forensic_manifest() -> std::path::PathBuf {
+    podrestore_e2e::e2e_dir().join("testdata/forensic/target.yaml")
+}
+
+/// Runs `script` with `sh -c` in a pod's container; its output, or the error
+/// (non-zero exit) as text.
+fn sh(cluster: &Cluster, ns: &str, pod: &str, container: &str, script: &str) -> Result<String> {
+    cluster.kubectl(&[
+        "exec", "-n", ns, pod, "-c", container, "--", "sh", "-c", script,
+    ])
+}
+
+#[tokio::test]
+async fn restore_into_forensic_pod() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    install_checkpoint_crd(&cluster)?;
+    let setup = install(&cluster, &client, "e2e-forensic", AgentPlace::Node).await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    // The suspect: a counter, and a server the test tries to reach.
+    let suspect: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "suspect"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "nodeName": cluster.node,
+            "containers": [
+                {"name": "main", "image": cluster.busybox_image, "imagePullPolicy": "IfNotPresent",
+                 "command": ["/bin/sh", "-c", COUNTER]},
+                {"name": "web", "image": cluster.busybox_image, "imagePullPolicy": "IfNotPresent",
+                 "command": ["/bin/sh", "-c", "while true; do echo reached | nc -l -p 8080; done"]},
+            ],
+        },
+    }))?;
+    pods.create(&PostParams::default(), &suspect).await?;
+    start_pod(&cluster, &pods, "probe", "exec sleep 3600").await?;
+    let manifest = forensic_manifest();
+    let manifest = manifest.to_str().context("path is not UTF-8")?;
+    cluster.kubectl(&["apply", "-n", &ns, "-f", manifest])?;
+    let suspect_ip = wait_until("pods suspect and forensic running", POD_START, || async {
+        let running = |pod: Pod| {
+            let status = pod.status.unwrap_or_default();
+            let started = status.phase.as_deref() == Some("Running")
+                && status
+                    .container_statuses
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|c| c.started == Some(true));
+            started.then_some(status.pod_ip).flatten()
+        };
+        let suspect = running(pods.get("suspect").await?);
+        let forensic = running(pods.get("forensic").await?);
+        Ok(suspect.zip(forensic).map(|(ip, _)| ip))
+    })
+    .await?;
+    wait_until("the counter to count", Duration::from_secs(60), || async {
+        Ok((count(&cluster, &ns, "suspect")? >= 3).then_some(()))
+    })
+    .await?;
+    // An ordinary pod reaches the suspect's server: the negative check below means
+    // something.
+    let reach = format!("nc -w 3 {suspect_ip} 8080 </dev/null");
+    let reached = sh(&cluster, &ns, "probe", "main", &reach)?;
+    assert!(reached.contains("reached"), "probe got {reached:?}");
+
+    let checkpoints = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<PodCheckpoint>(&()),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "podrestore.io/v1alpha1",
+        "kind": "PodCheckpoint",
+        "metadata": {"name": "suspect", "namespace": ns},
+        "spec": {"podName": "suspect", "container": "main"},
+    }))?;
+    checkpoints.create(&PostParams::default(), &object).await?;
+    condition(
+        &checkpoints,
+        "suspect",
+        (pcp::CHECKPOINTED, "True", pcp::reason::CHECKPOINT_SUCCEEDED),
+        STEP,
+        || setup.logs(),
+    )
+    .await?;
+    let status = checkpoints.get("suspect").await?.data["status"].clone();
+    let _archive = Archive(
+        status["archivePath"]
+            .as_str()
+            .with_context(|| format!("no archivePath in {status}"))?
+            .into(),
+    );
+
+    let restores = podrestores(&client, &ns);
+    let spec = json!({
+        "checkpoint": {"podCheckpoint": {"name": "suspect"}},
+        "target": {"podName": "forensic", "container": "main"},
+    });
+    restores
+        .create(&PostParams::default(), &podrestore(&ns, "suspect", spec)?)
+        .await?;
+    condition(
+        &restores,
+        "suspect",
+        (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
+        STEP,
+        || setup.logs(),
+    )
+    .await?;
+
+    // The restored counter runs on in the forensic pod...
+    let ps = sh(&cluster, &ns, "forensic", "main", "ps")?;
+    assert!(
+        ps.lines().any(|l| l.contains(COUNTER_MARK)),
+        "no counter in pod forensic:\n{ps}"
+    );
+    let first = count(&cluster, &ns, "forensic")?;
+    wait_until(
+        "the restored counter to go on",
+        Duration::from_secs(30),
+        || async { Ok((count(&cluster, &ns, "forensic")? > first).then_some(())) },
+    )
+    .await?;
+    // ...in a network namespace that reaches nothing: not the suspect's address...
+    let blocked = sh(&cluster, &ns, "forensic", "main", &reach);
+    assert!(
+        !blocked.as_ref().is_ok_and(|out| out.contains("reached")),
+        "the forensic pod reached the suspect: {blocked:?}"
+    );
+    // ...with only loopback up...
+    let links = sh(&cluster, &ns, "forensic", "main", "ip -o link show up")?;
+    let up: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .collect();
+    assert_eq!(up, ["lo"], "interfaces up in the forensic pod:\n{links}");
+    // ...without a ServiceAccount token, and with read-only volumes.
+    let token = sh(
+        &cluster,
+        &ns,
+        "forensic",
+        "main",
+        "ls -A /var/run/secrets/kubernetes.io/serviceaccount",
+    );
+    assert_eq!(
+        token.as_ref().map(|s| s.trim()).ok(),
+        Some(""),
+        "the ServiceAccount path in the forensic pod holds something: {token:?}"
+    );
+    let write = sh(&cluster, &ns, "forensic", "main", "echo x > /evidence/x");
+    assert!(write.is_err(), "the evidence volume is writable: {write:?}");
+    Ok(())
+}
