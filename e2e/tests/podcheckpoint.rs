@@ -268,6 +268,40 @@ async fn podrestore_waits_for_a_missing_podcheckpoint() -> Result<()> {
         err.to_string().contains("exactly one checkpoint source"),
         "{err}"
     );
+
+    // A PodCheckpoint of a pod that does not exist waits with a reason, and its spec
+    // cannot change.
+    let checkpoints = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<PodCheckpoint>(&()),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "podrestore.io/v1alpha1",
+        "kind": "PodCheckpoint",
+        "metadata": {"name": "ghost", "namespace": ns},
+        "spec": {"podName": "ghost"},
+    }))?;
+    checkpoints.create(&PostParams::default(), &object).await?;
+    let message = condition(
+        &checkpoints,
+        "ghost",
+        (pcp::CHECKPOINTED, "False", pcp::reason::POD_NOT_FOUND),
+        STEP,
+        || setup.logs(),
+    )
+    .await?;
+    assert!(message.contains("ghost"), "{message}");
+    let patch = json!({"spec": {"podName": "other"}});
+    let err = checkpoints
+        .patch(
+            "ghost",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect_err("spec is immutable");
+    assert!(err.to_string().contains("spec is immutable"), "{err}");
     Ok(())
 }
 
