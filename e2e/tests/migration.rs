@@ -188,82 +188,143 @@ impl Drop for Archive {
     }
 }
 
+/// The operator and the agents of nodes `a` and `b`, for one namespace.
+struct Setup {
+    ns: podrestore_e2e::TestNamespace,
+    dir: tempfile::TempDir,
+    operator: Process,
+    agent_a: Process,
+    agent_b: Process,
+    addr_a: SocketAddr,
+    kubeconfig: PathBuf,
+}
+
+impl Setup {
+    async fn start(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Result<Self> {
+        install_crd(cluster)?;
+        let ns = cluster.namespace(prefix)?;
+        let dir = tempfile::tempdir()?;
+        let addr_a: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let addr_b: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mut args = operator_args(&ns.name, "op-1", "a", addr_a)?;
+        args.extend(["--agent-endpoint".into(), format!("b={addr_b}")]);
+        let operator = Process::spawn(
+            "operator",
+            &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
+            &args,
+            &cluster.kubeconfig,
+            dir.path(),
+        )?;
+        agent_tls_files(client, &ns.name, &dir.path().join("tls"), || {
+            operator.tail()
+        })
+        .await?;
+        let agent_a = start_agent("a", addr_a, dir.path(), &cluster.kubeconfig)?;
+        let agent_b = start_agent("b", addr_b, dir.path(), &cluster.kubeconfig)?;
+        listening(addr_a, &agent_a).await?;
+        listening(addr_b, &agent_b).await?;
+        Ok(Self {
+            ns,
+            dir,
+            operator,
+            agent_a,
+            agent_b,
+            addr_a,
+            kubeconfig: cluster.kubeconfig.clone(),
+        })
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.operator.tail(),
+            self.agent_a.tail(),
+            self.agent_b.tail()
+        )
+    }
+
+    /// Checkpoints pod `counter` on node `a` through the kubelet's API.
+    async fn checkpoint(&self, client: &kube::Client) -> Result<Archive> {
+        let path = format!(
+            "/api/v1/nodes/a/proxy/checkpoint/{}/counter/main?timeout=120",
+            self.ns.name
+        );
+        let reply: serde_json::Value = client
+            .request(http::Request::post(path).body(Vec::new())?)
+            .await
+            .context("kubelet checkpoint API on node a")?;
+        let archive =
+            Archive(PathBuf::from(reply["items"][0].as_str().with_context(
+                || format!("no archive in the kubelet's reply {reply}"),
+            )?));
+        if !archive.0.starts_with(kubelet_root("a")?) {
+            bail!("archive {} is not on node a", archive.0.display());
+        }
+        Ok(archive)
+    }
+
+    /// Creates PodRestore `name` restoring `archive` from node `a` into pod
+    /// `forensic` on node `b`; returns its UID.
+    async fn restore(
+        &self,
+        client: &kube::Client,
+        name: &str,
+        archive: &Archive,
+    ) -> Result<String> {
+        let spec = json!({
+            "checkpoint": {"archive": {"nodeName": "a", "path": archive.0.display().to_string()}},
+            "target": {"podName": "forensic", "container": "main"},
+        });
+        let created = podrestores(client, &self.ns.name)
+            .create(
+                &PostParams::default(),
+                &podrestore(&self.ns.name, name, spec)?,
+            )
+            .await?;
+        created.metadata.uid.context("no uid")
+    }
+}
+
+impl Drop for Setup {
+    /// Deletes the PodRestores while the operator and the agents run, so the
+    /// finalizers are served.
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "podrestores.podrestore.io",
+                "--all",
+                "-n",
+                &self.ns.name,
+                "--timeout=60s",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn a_checkpoint_from_node_a_is_pulled_verified_and_restored_on_node_b() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    install_crd(&cluster)?;
-    let ns = cluster.namespace("mig")?;
-    let dir = tempfile::tempdir()?;
-    let addr_a: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let addr_b: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let mut args = operator_args(&ns.name, "op-1", "a", addr_a)?;
-    args.extend(["--agent-endpoint".into(), format!("b={addr_b}")]);
-    let operator = Process::spawn(
-        "operator",
-        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
-        &args,
-        &cluster.kubeconfig,
-        dir.path(),
-    )?;
-    agent_tls_files(&client, &ns.name, &dir.path().join("tls"), || {
-        operator.tail()
-    })
-    .await?;
-    let agent_a = start_agent("a", addr_a, dir.path(), &cluster.kubeconfig)?;
-    let agent_b = start_agent("b", addr_b, dir.path(), &cluster.kubeconfig)?;
-    listening(addr_a, &agent_a).await?;
-    listening(addr_b, &agent_b).await?;
-    let logs = || {
-        format!(
-            "{}\n{}\n{}",
-            operator.tail(),
-            agent_a.tail(),
-            agent_b.tail()
-        )
-    };
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let setup = Setup::start(&cluster, &client, "mig").await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     start_pod(&cluster, &pods, "counter", "a", COUNTER).await?;
     start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
-    counted_to(&cluster, &ns.name, "counter", 3).await?;
+    counted_to(&cluster, &ns, "counter", 3).await?;
 
-    let path = format!(
-        "/api/v1/nodes/a/proxy/checkpoint/{}/counter/main?timeout=60",
-        ns.name
-    );
-    let reply: serde_json::Value = client
-        .request(http::Request::post(path).body(Vec::new())?)
-        .await
-        .context("kubelet checkpoint API on node a")?;
-    let archive =
-        Archive(PathBuf::from(reply["items"][0].as_str().with_context(
-            || format!("no archive in the kubelet's reply {reply}"),
-        )?));
-    if !archive.0.starts_with(kubelet_root("a")?) {
-        bail!("archive {} is not on node a", archive.0.display());
-    }
+    let archive = setup.checkpoint(&client).await?;
     let sha_on_a = sha256_of(&archive.0)?;
-    let at_checkpoint = count(&cluster, &ns.name, "counter")?;
-
-    let spec = json!({
-        "checkpoint": {"archive": {"nodeName": "a", "path": archive.0.display().to_string()}},
-        "target": {"podName": "forensic", "container": "main"},
-    });
-    let created = podrestores(&client, &ns.name)
-        .create(
-            &PostParams::default(),
-            &podrestore(&ns.name, "from-a", spec)?,
-        )
-        .await?;
-    let uid = created.metadata.uid.context("no uid")?;
-    let api = podrestores(&client, &ns.name);
+    let at_checkpoint = count(&cluster, &ns, "counter")?;
+    let uid = setup.restore(&client, "from-a", &archive).await?;
+    let api = podrestores(&client, &ns);
     condition(
         &api,
         "from-a",
         (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
         RESTORE,
-        logs,
+        || setup.logs(),
     )
     .await?;
     let status = api.get("from-a").await?.data["status"].clone();
@@ -273,38 +334,107 @@ async fn a_checkpoint_from_node_a_is_pulled_verified_and_restored_on_node_b() ->
         Some(sha_on_a.as_str()),
         "the restored archive's sha256 is the one taken on a: {status}"
     );
-    let on_b = dir
+    let on_b = setup
+        .dir
         .path()
         .join("state-b")
         .join("work")
         .join(&uid)
         .join("archive.tar");
     assert_eq!(sha256_of(&on_b)?, sha_on_a, "the file on b equals a's");
-    let agent_b_log = std::fs::read_to_string(dir.path().join("agent-b.log"))?;
+    let agent_b_log = std::fs::read_to_string(setup.dir.path().join("agent-b.log"))?;
     assert!(
         agent_b_log.contains("archive pulled and verified"),
         "{}",
-        logs()
+        setup.logs()
     );
     // The counter goes on on node b from where the checkpoint left it.
-    let continued = counted_to(&cluster, &ns.name, "forensic", at_checkpoint + 2)
+    let continued = counted_to(&cluster, &ns, "forensic", at_checkpoint + 2)
         .await
-        .with_context(logs)?;
+        .with_context(|| setup.logs())?;
     println!(
         "restored on b: sha256 {sha_on_a} on a and b; counter {at_checkpoint} at the checkpoint, {continued} on b"
     );
+    Ok(())
+}
 
-    // Delete while the operator and the agents run, so the finalizer is served.
-    let _ = Command::new("kubectl")
-        .args([
-            "delete",
-            "podrestores.podrestore.io",
-            "--all",
-            "-n",
-            &ns.name,
-            "--timeout=60s",
-        ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .status();
+/// A counter whose writable layer holds 96 MiB, so that the archive takes a
+/// while to move.
+const BIG_COUNTER: &str = "dd if=/dev/urandom of=/ballast bs=1M count=96 2>/dev/null; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done";
+
+#[tokio::test]
+async fn killing_the_source_agent_during_the_transfer_fails_clearly_and_a_retry_completes()
+-> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let mut setup = Setup::start(&cluster, &client, "mig-kill").await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    start_pod(&cluster, &pods, "counter", "a", BIG_COUNTER).await?;
+    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
+    counted_to(&cluster, &ns, "counter", 2).await?;
+    let archive = setup.checkpoint(&client).await?;
+    let size = std::fs::metadata(&archive.0)?.len();
+    assert!(
+        size > 64 << 20,
+        "archive of {size} bytes is too small to cut"
+    );
+
+    let uid = setup.restore(&client, "first", &archive).await?;
+    let partial = setup
+        .dir
+        .path()
+        .join("state-b")
+        .join("work")
+        .join(&uid)
+        .join("archive.partial");
+    // Kill a's agent as soon as bytes arrive on b.
+    wait_until("bytes to arrive on b", Duration::from_secs(120), || async {
+        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        Ok((len > 0).then_some(()))
+    })
+    .await
+    .with_context(|| setup.logs())?;
+    setup.agent_a.kill()?;
+    let cut_at = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    println!("killed the agent of node a after {cut_at} of {size} bytes reached b");
+    assert!(cut_at < size, "the transfer had already ended");
+    let api = podrestores(&client, &ns);
+    condition(
+        &api,
+        "first",
+        (kind::RESTORED, "False", reason::ARCHIVE_TRANSFER_FAILED),
+        RESTORE,
+        || setup.logs(),
+    )
+    .await?;
+    let status = api.get("first").await?.data["status"].clone();
+    assert!(
+        status["restoredPID"].is_null(),
+        "nothing restored: {status}"
+    );
+    assert!(
+        !partial.with_file_name("archive.tar").exists(),
+        "no archive in place after a cut transfer"
+    );
+
+    // The agent comes back; a new PodRestore completes.
+    setup.agent_a = start_agent("a", setup.addr_a, setup.dir.path(), &cluster.kubeconfig)?;
+    listening(setup.addr_a, &setup.agent_a).await?;
+    setup.restore(&client, "again", &archive).await?;
+    condition(
+        &api,
+        "again",
+        (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
+        RESTORE,
+        || setup.logs(),
+    )
+    .await?;
+    let status = api.get("again").await?.data["status"].clone();
+    assert_eq!(
+        status["archive"]["sha256"].as_str(),
+        Some(sha256_of(&archive.0)?.as_str()),
+        "{status}"
+    );
     Ok(())
 }
