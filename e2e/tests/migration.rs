@@ -438,3 +438,80 @@ async fn killing_the_source_agent_during_the_transfer_fails_clearly_and_a_retry_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn bytes_changed_after_the_source_hashed_them_fail_the_digest_and_nothing_is_restored()
+-> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let setup = Setup::start(&cluster, &client, "mig-flip").await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    start_pod(&cluster, &pods, "counter", "a", BIG_COUNTER).await?;
+    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
+    counted_to(&cluster, &ns, "counter", 2).await?;
+    let archive = setup.checkpoint(&client).await?;
+    let size = std::fs::metadata(&archive.0)?.len();
+
+    let uid = setup.restore(&client, "flipped", &archive).await?;
+    let partial = setup
+        .dir
+        .path()
+        .join("state-b")
+        .join("work")
+        .join(&uid)
+        .join("archive.partial");
+    // Once bytes flow, a's agent has sent the digest of the whole file: flip a
+    // byte near its end, so that what b receives differs from what a hashed.
+    wait_until("bytes to arrive on b", Duration::from_secs(120), || async {
+        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        Ok((len > 0).then_some(()))
+    })
+    .await
+    .with_context(|| setup.logs())?;
+    let at = size - 100;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&archive.0)?;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at)?;
+        byte[0] ^= 0x01;
+        file.write_all_at(&byte, at)?;
+    }
+    let received = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        received < at,
+        "the transfer passed the flipped byte already"
+    );
+
+    let api = podrestores(&client, &ns);
+    condition(
+        &api,
+        "flipped",
+        (kind::RESTORED, "False", reason::ARCHIVE_DIGEST_MISMATCH),
+        RESTORE,
+        || setup.logs(),
+    )
+    .await?;
+    let status = api.get("flipped").await?.data["status"].clone();
+    println!("flipped byte {at} of {size} after {received} bytes reached b: {status}");
+    assert!(
+        status["restoredPID"].is_null(),
+        "nothing restored: {status}"
+    );
+    let work = partial.parent().context("work dir")?;
+    assert!(
+        !work.join("archive.tar").exists() && !partial.exists(),
+        "no archive left on b"
+    );
+    // The target's container still runs only what it ran.
+    let ps = cluster.kubectl(&["exec", "-n", &ns, "forensic", "-c", "main", "--", "ps"])?;
+    assert!(
+        !ps.contains("i=$((i+1))"),
+        "a counter runs in the target: {ps}"
+    );
+    Ok(())
+}
