@@ -343,9 +343,21 @@ async fn restore_into_forensic_pod() -> Result<()> {
     }))?;
     pods.create(&PostParams::default(), &suspect).await?;
     start_pod(&cluster, &pods, "probe", "exec sleep 3600").await?;
-    let manifest = forensic_manifest();
-    let manifest = manifest.to_str().context("path is not UTF-8")?;
-    cluster.kubectl(&["apply", "-n", &ns, "-f", manifest])?;
+    // The documented pod, placed on the node the one agent serves.
+    let manifest = std::fs::read_to_string(forensic_manifest())?;
+    let placed = manifest.replacen(
+        "spec:\n  # No ServiceAccount",
+        &format!("spec:\n  nodeName: {}\n  # No ServiceAccount", cluster.node),
+        1,
+    );
+    assert_ne!(
+        placed, manifest,
+        "target.yaml changed shape; place the pod another way"
+    );
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), placed)?;
+    let file_path = file.path().to_str().context("path is not UTF-8")?;
+    cluster.kubectl(&["apply", "-n", &ns, "-f", file_path])?;
     let suspect_ip = wait_until("pods suspect and forensic running", POD_START, || async {
         let running = |pod: Pod| {
             let status = pod.status.unwrap_or_default();
