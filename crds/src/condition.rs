@@ -32,9 +32,8 @@ pub mod reason {
     pub const TARGET_CONTAINER_AMBIGUOUS: &str = "TargetContainerAmbiguous";
     /// The target container has not started yet, so it has no namespaces to restore into.
     pub const TARGET_CONTAINER_NOT_RUNNING: &str = "TargetContainerNotRunning";
-    /// The checkpoint lies on another node than the target pod, and this checkpoint source
-    /// cannot move it there.
-    pub const CROSS_NODE_NOT_SUPPORTED: &str = "CrossNodeNotSupported";
+    /// `spec.checkpoint.archive.nodeName` names a node the cluster does not have.
+    pub const ARCHIVE_NODE_NOT_FOUND: &str = "ArchiveNodeNotFound";
     /// The checkpoint was taken in another namespace that the operator's configuration does
     /// not allow as a source for this namespace.
     pub const SOURCE_NAMESPACE_NOT_ALLOWED: &str = "SourceNamespaceNotAllowed";

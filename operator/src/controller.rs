@@ -132,7 +132,15 @@ pub struct Context {
 }
 
 /// Counts a running reconcile while alive.
-struct InFlight<'a>(&'a AtomicUsize);
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more running reconcile until the guard is dropped.
+    pub(crate) fn start(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -212,8 +220,7 @@ fn truncate_note(mut note: String) -> String {
 /// Reconciles one PodRestore.
 pub async fn reconcile(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
-    ctx.in_flight.fetch_add(1, Ordering::SeqCst);
-    let _running = InFlight(&ctx.in_flight);
+    let _running = InFlight::start(&ctx.in_flight);
     let namespace = pr.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<PodRestore> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = pr.uid().unwrap_or_default();
@@ -482,6 +489,25 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
             Ok(target) => target,
             Err(rejection) => return reject(&api, &ctx, &pr, status, rejection).await,
         };
+        // An archive on another node is pulled from that node's agent: the node must exist,
+        // or the request can never go anywhere.
+        if archive.node_name != target.node
+            && Api::<Node>::all(ctx.client.clone())
+                .get_opt(&archive.node_name)
+                .await
+                .map_err(Error::Kube)?
+                .is_none()
+        {
+            let rejection = Rejection {
+                reason: podrestore_crds::condition::reason::ARCHIVE_NODE_NOT_FOUND,
+                message: format!(
+                    "node {} named in spec.checkpoint.archive.nodeName does not exist; \
+                     name the node that holds the archive",
+                    archive.node_name
+                ),
+            };
+            return reject(&api, &ctx, &pr, status, rejection).await;
+        }
         let inspected = ctx
             .agents
             .inspect(

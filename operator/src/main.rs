@@ -197,9 +197,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         async move { certs.run(every, stop).await }
     });
     let checkpoint_task = tokio::spawn({
+        let ctx = checkpoint_ctx.clone();
         let namespace = args.watch_namespace.clone();
         let stop = until(leader_stop_rx.clone());
-        async move { checkpoint::run(checkpoint_ctx, namespace.as_deref(), stop).await }
+        async move { checkpoint::run(ctx, namespace.as_deref(), stop).await }
     });
     let controller = controller::run(
         ctx.clone(),
@@ -230,7 +231,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             // Keep renewing meanwhile, so that no standby takes over under a running
             // reconcile.
             let idle = async {
-                while ctx.in_flight() > 0 {
+                while ctx.in_flight() + checkpoint_ctx.in_flight() > 0 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             };
@@ -240,7 +241,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 _ = elector.keep() => warn!("lost the leader Lease while finishing reconciles"),
             }
             let _ = cert_task.await;
-            let _ = checkpoint_task.await;
+            // No PodCheckpoint reconcile runs now; the controller's own graceful shutdown
+            // can wait forever when its first list never completed (no CRD yet).
+            checkpoint_task.abort();
             if let Err(err) = elector.release().await {
                 warn!(error = %err, "cannot release the leader Lease; it expires on its own");
             }

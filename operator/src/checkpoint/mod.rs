@@ -16,7 +16,10 @@ pub mod status;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -41,7 +44,7 @@ use podrestore_proto::agent as pb;
 
 use crate::{
     agent::{AgentError, Agents},
-    controller::{FIELD_MANAGER, backoff},
+    controller::{FIELD_MANAGER, InFlight, backoff},
     metrics::Metrics,
     validate::Rejection,
 };
@@ -100,6 +103,8 @@ pub struct Context {
     pub agents: Arc<dyn Agents>,
     /// Consecutive failures per PodCheckpoint UID, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Reconciles running now.
+    in_flight: AtomicUsize,
 }
 
 impl Context {
@@ -116,7 +121,14 @@ impl Context {
             metrics,
             agents,
             failures: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// How many PodCheckpoint reconciles run now (see the PodRestore controller's
+    /// `Context::in_flight` for why shutdown counts them itself).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -173,6 +185,7 @@ fn is_final(err: &kube::Error) -> bool {
 /// Reconciles one PodCheckpoint.
 pub async fn reconcile(pc: Arc<PodCheckpoint>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    let _running = InFlight::start(&ctx.in_flight);
     let uid = pc.uid().unwrap_or_default();
     let result = apply(pc, ctx.clone()).await;
     if result.is_ok() {

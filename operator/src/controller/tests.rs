@@ -389,6 +389,12 @@ async fn an_archive_on_another_node_is_pulled_by_the_target_nodes_agent() {
         async move {
             let (_, _, send) = expect(&mut api, "GET", POD_PATH).await;
             reply(send, 200, &running_pod());
+            let (_, _, send) = expect(&mut api, "GET", "/api/v1/nodes/n2").await;
+            reply(
+                send,
+                200,
+                &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}}),
+            );
             let started = expect_status(&mut api, &pr).await;
             assert_eq!(cond(&started, kind::ACCEPTED), ("True", reason::VALIDATED));
             assert_eq!(started.node.as_deref(), Some("n1"));
