@@ -114,6 +114,33 @@ impl Process {
         self.child.wait()?;
         Ok(())
     }
+
+    /// Sends it `signal` (a name `kill` knows, such as `TERM`).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits until it exits (after a signal), at most `timeout`.
+    pub async fn exited(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not exit within {timeout:?}\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Process {

@@ -8,15 +8,9 @@
 //! built in (`cargo build -p podrestore-operator -p podrestore-agent` first), or from
 //! `PODRESTORE_OPERATOR_BIN` / `PODRESTORE_AGENT_BIN`.
 
-use std::{
-    fs::File,
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{fs::File, net::SocketAddr, process::Command, time::Duration};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Pod, Secret},
@@ -24,158 +18,26 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams},
+    api::{DeleteParams, DynamicObject, ListParams, PostParams},
 };
-use podrestore_crds::{
-    CHART_CRD_PATH,
-    condition::{kind, reason},
-    v1alpha1::PodRestore,
+use podrestore_crds::condition::{kind, reason};
+use podrestore_e2e::{
+    Cluster,
+    install::{
+        AgentPlace, CONDITION, Installation, Process, binary, free_port, install, install_crd,
+        operator_args, podrestore, podrestores,
+    },
+    wait_until,
 };
-use podrestore_e2e::{Cluster, TestNamespace, wait_until};
 use serde_json::{Value, json};
 
 const POD_START: Duration = Duration::from_secs(120);
-const CONDITION: Duration = Duration::from_secs(60);
 
 fn cluster() -> Cluster {
     match Cluster::from_env() {
         Ok(c) => c,
         Err(e) => panic!("no local cluster: {e:#}"),
     }
-}
-
-/// A binary of the workspace: from the environment, else next to this test's own
-/// executable in the cargo target directory.
-fn binary(name: &str, env: &str) -> Result<PathBuf> {
-    if let Ok(path) = std::env::var(env) {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe()?;
-    // <target>/debug/deps/operator-<hash> -> <target>/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target directory")?;
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with `cargo build -p podrestore-operator -p podrestore-agent` (or set {env})",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A host process started by a test; killed (SIGKILL) and reaped on drop.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        kubeconfig: &Path,
-        dir: &Path,
-    ) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log)?;
-        let child = Command::new(program)
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,podrestore_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {}", program.display()))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines of the process's log, for failure messages.
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(30);
-        format!("--- {} log ---\n{}", self.name, lines[start..].join("\n"))
-    }
-
-    fn signal(&self, signal: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill -{signal} {} failed", self.pid());
-        }
-        Ok(())
-    }
-
-    /// Waits for the process to exit after a signal.
-    async fn exited(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        while self.child.try_wait()?.is_none() {
-            if std::time::Instant::now() >= deadline {
-                bail!(
-                    "{} did not exit within {timeout:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Installs the CRD (idempotent, shared by every scenario) and waits until it is served.
-fn install_crd(cluster: &Cluster) -> Result<()> {
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(CHART_CRD_PATH);
-    let crd = crd.to_str().context("path is not UTF-8")?;
-    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/podrestores.podrestore.io",
-        "--timeout=60s",
-    ])?;
-    Ok(())
-}
-
-fn podrestores(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<PodRestore>(&()))
-}
-
-fn podrestore(ns: &str, name: &str, spec: Value) -> Result<DynamicObject> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "podrestore.io/v1alpha1",
-        "kind": "PodRestore",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }))?)
 }
 
 fn valid_spec(node: &str, path: &str, pod: &str) -> Value {
@@ -214,156 +76,15 @@ async fn sleeper(cluster: &Cluster, client: &kube::Client, ns: &str, name: &str)
 async fn condition(
     api: &Api<DynamicObject>,
     name: &str,
-    type_: &str,
-    status: &str,
-    reason: &str,
+    expected: (&str, &str, &str),
     logs: &str,
 ) -> Result<String> {
-    let found = wait_until(
-        &format!("{name}: {type_}={status} ({reason})"),
-        CONDITION,
-        || async {
-            let object = api.get(name).await?;
-            let conditions = object.data["status"]["conditions"].clone();
-            let found = conditions
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == type_)
-                .cloned();
-            match found {
-                Some(c) if c["status"] == status && c["reason"] == reason => {
-                    Ok(Some(c["message"].as_str().unwrap_or_default().to_owned()))
-                }
-                other => bail!("conditions now: {conditions}; {type_} is {other:?}"),
-            }
-        },
-    )
-    .await;
-    found.with_context(|| logs.to_owned())
+    podrestore_e2e::install::condition(api, name, expected, CONDITION, || logs.to_owned()).await
 }
 
-/// The operator and one agent, running as host processes for one namespace.
-struct Installation {
-    ns: TestNamespace,
-    dir: tempfile::TempDir,
-    operator: Process,
-    agent: Process,
-    checkpoints: PathBuf,
-}
-
-impl Installation {
-    fn logs(&self) -> String {
-        format!("{}\n{}", self.operator.tail(), self.agent.tail())
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("agent-state")
-    }
-}
-
-/// Arguments of an operator that serves only `ns` and keeps its Lease and Secrets there.
-fn operator_args(ns: &str, identity: &str, node: &str, agent: SocketAddr) -> Result<Vec<String>> {
-    Ok(vec![
-        "--namespace".into(),
-        ns.into(),
-        "--watch-namespace".into(),
-        ns.into(),
-        "--identity".into(),
-        identity.into(),
-        "--listen".into(),
-        format!("127.0.0.1:{}", free_port()?),
-        "--agent-endpoint".into(),
-        format!("{node}={agent}"),
-        "--lease-duration-seconds".into(),
-        "6".into(),
-        "--cert-check-seconds".into(),
-        "5".into(),
-    ])
-}
-
-/// Reads the agents' Secret the operator issued into files the agent reads.
-async fn agent_tls_files(
-    client: &kube::Client,
-    ns: &str,
-    dir: &Path,
-    logs: impl Fn() -> String,
-) -> Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = wait_until(
-        "the operator to issue podrestore-agent-tls",
-        CONDITION,
-        || async { Ok(secrets.get_opt("podrestore-agent-tls").await?) },
-    )
-    .await
-    .with_context(logs)?;
-    let data = secret.data.unwrap_or_default();
-    std::fs::create_dir_all(dir)?;
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        let bytes = data
-            .get(key)
-            .with_context(|| format!("secret has no {key}"))?;
-        std::fs::write(dir.join(key), &bytes.0)?;
-    }
-    Ok(())
-}
-
-async fn install(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Result<Installation> {
-    install_crd(cluster)?;
-    let ns = cluster.namespace(prefix)?;
-    let dir = tempfile::tempdir()?;
-    let checkpoints = dir.path().join("checkpoints");
-    std::fs::create_dir_all(&checkpoints)?;
-    let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-
-    let operator = Process::spawn(
-        "operator",
-        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
-        &operator_args(&ns.name, "op-1", &cluster.node, agent_addr)?,
-        &cluster.kubeconfig,
-        dir.path(),
-    )?;
-    let tls = dir.path().join("tls");
-    agent_tls_files(client, &ns.name, &tls, || operator.tail()).await?;
-    let state = dir.path().join("agent-state");
-    let args: Vec<String> = vec![
-        "serve".into(),
-        "--node-name".into(),
-        cluster.node.clone(),
-        "--listen".into(),
-        agent_addr.to_string(),
-        "--probe-listen".into(),
-        format!("127.0.0.1:{}", free_port()?),
-        "--tls-cert".into(),
-        tls.join("tls.crt").display().to_string(),
-        "--tls-key".into(),
-        tls.join("tls.key").display().to_string(),
-        "--client-ca".into(),
-        tls.join("ca.crt").display().to_string(),
-        "--state-dir".into(),
-        state.display().to_string(),
-        "--checkpoint-dir".into(),
-        checkpoints.display().to_string(),
-    ];
-    let agent = Process::spawn(
-        "agent",
-        &binary("podrestore-agent", "PODRESTORE_AGENT_BIN")?,
-        &args,
-        &cluster.kubeconfig,
-        dir.path(),
-    )?;
-    wait_until("the agent to listen", Duration::from_secs(30), || async {
-        Ok(TcpStream::connect(agent_addr).ok().map(|_| ()))
-    })
-    .await
-    .with_context(|| agent.tail())?;
-    Ok(Installation {
-        ns,
-        dir,
-        operator,
-        agent,
-        checkpoints,
-    })
+/// The operator and an agent (a host process) for one namespace.
+async fn setup(cluster: &Cluster, client: &kube::Client, prefix: &str) -> Result<Installation> {
+    install(cluster, client, prefix, AgentPlace::Host).await
 }
 
 /// What the API server answers to creating `spec`: `Ok` or the error message.
@@ -497,7 +218,7 @@ async fn the_api_server_rejects_bad_specs_and_spec_changes() -> Result<()> {
 async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let setup = install(&cluster, &client, "pr-refuse").await?;
+    let setup = setup(&cluster, &client, "pr-refuse").await?;
     let ns = setup.ns.name.clone();
     let api = podrestores(&client, &ns);
     sleeper(&cluster, &client, &ns, "forensic").await?;
@@ -514,7 +235,7 @@ async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> R
         (
             "other-node",
             valid_spec("elsewhere", missing, "forensic"),
-            reason::CROSS_NODE_NOT_SUPPORTED,
+            reason::ARCHIVE_NODE_NOT_FOUND,
             "node elsewhere",
         ),
         // These two are answered by the agent, over mutual TLS.
@@ -540,9 +261,7 @@ async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> R
         let message = condition(
             &api,
             name,
-            kind::ACCEPTED,
-            "False",
-            want_reason,
+            (kind::ACCEPTED, "False", want_reason),
             &setup.logs(),
         )
         .await?;
@@ -550,9 +269,7 @@ async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> R
         condition(
             &api,
             name,
-            kind::RESTORED,
-            "False",
-            reason::NOT_ACCEPTED,
+            (kind::RESTORED, "False", reason::NOT_ACCEPTED),
             &setup.logs(),
         )
         .await?;
@@ -600,7 +317,7 @@ async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> R
 async fn the_operator_issues_certificates_naming_the_nodes() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let setup = install(&cluster, &client, "pr-certs").await?;
+    let setup = setup(&cluster, &client, "pr-certs").await?;
     let tls = setup.dir.path().join("tls");
     let cert = std::fs::read_to_string(tls.join("tls.crt"))?;
     let ca = std::fs::read_to_string(tls.join("ca.crt"))?;
