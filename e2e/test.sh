@@ -46,28 +46,56 @@ step "OCI image tool"
 python3 -m unittest discover -s e2e/images
 
 step "bringing up the local cluster"
-cluster_up=0
 logs=${PODRESTORE_E2E_LOGS:-$PODRESTORE_CACHE/logs/e2e-$(date +%Y%m%d-%H%M%S)}
+single=${PODRESTORE_E2E_CLUSTER:-e2e}
+# The migration scenarios need two nodes; they get a cluster of their own.
+pair=${single:0:4}two
+pair_port=$(( ${PODRESTORE_E2E_API_PORT:-16443} + 1 ))
+clusters_up=()
+down() { # down NAME [VAR=VALUE...]: takes one cluster down, keeping its logs
+    local name=$1
+    shift
+    env "$@" PODRESTORE_E2E_CLUSTER="$name" PODRESTORE_E2E_LOGS="$logs/$name" "$here/cluster" down
+}
 cleanup() {
     status=$?
-    if [ "$cluster_up" = 1 ]; then
-        step "taking the local cluster down (logs kept in $logs)"
-        PODRESTORE_E2E_LOGS=$logs "$here/cluster" down || status=1
-    fi
+    for name in "${clusters_up[@]}"; do
+        step "taking cluster $name down (logs kept in $logs/$name)"
+        down "$name" || status=1
+    done
     exit "$status"
 }
 trap cleanup EXIT
-cluster_up=1
-"$here/cluster" up
-eval "$("$here/cluster" env)"
 
-step "end-to-end scenarios on the local cluster"
 # The scenarios run the operator and agent binaries from the target directory.
 cargo build -p podrestore-operator -p podrestore-agent --locked
-cargo test -p podrestore-e2e --locked -- --test-threads=1
 
-step "taking the local cluster down; it must leave nothing behind"
-cluster_up=0
-"$here/cluster" down
+single_tests=()
+for t in e2e/tests/*.rs; do
+    t=$(basename "$t" .rs)
+    [ "$t" = migration ] || single_tests+=(--test "$t")
+done
+
+clusters_up=("$single")
+PODRESTORE_E2E_CLUSTER=$single "$here/cluster" up
+step "end-to-end scenarios on the single-node cluster $single"
+(
+    eval "$(PODRESTORE_E2E_CLUSTER=$single "$here/cluster" env)"
+    cargo test -p podrestore-e2e --locked --lib "${single_tests[@]}" -- --test-threads=1
+)
+step "taking cluster $single down; it must leave nothing behind"
+clusters_up=()
+down "$single"
+
+clusters_up=("$pair")
+PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_NODES="a b" "$here/cluster" up
+step "migration scenarios on the two-node cluster $pair"
+(
+    eval "$(PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_NODES="a b" "$here/cluster" env)"
+    cargo test -p podrestore-e2e --locked --test migration -- --test-threads=1
+)
+step "taking cluster $pair down; it must leave nothing behind"
+clusters_up=()
+down "$pair" PODRESTORE_E2E_API_PORT="$pair_port" PODRESTORE_E2E_NODES="a b"
 
 step "all tests passed in $(( $(date +%s) - started ))s"
