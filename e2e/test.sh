@@ -48,7 +48,7 @@ python3 -m unittest discover -s e2e/images
 step "bringing up the local cluster"
 logs=${PODRESTORE_E2E_LOGS:-$PODRESTORE_CACHE/logs/e2e-$(date +%Y%m%d-%H%M%S)}
 single=${PODRESTORE_E2E_CLUSTER:-e2e}
-# The migration scenarios need two nodes; they get a cluster of their own.
+# The cross-node scenarios need two nodes; they get a cluster of their own.
 pair=${single:0:4}two
 pair_port=$(( ${PODRESTORE_E2E_API_PORT:-16443} + 1 ))
 clusters_up=()
@@ -70,10 +70,17 @@ trap cleanup EXIT
 # The scenarios run the operator and agent binaries from the target directory.
 cargo build -p podrestore-operator -p podrestore-agent --locked
 
+# Scenarios that move a checkpoint between nodes need two; the rest run on one.
+pair_names=(migration forensic_migration)
 single_tests=()
+pair_tests=()
 for t in e2e/tests/*.rs; do
     t=$(basename "$t" .rs)
-    [ "$t" = migration ] || single_tests+=(--test "$t")
+    if [[ " ${pair_names[*]} " == *" $t "* ]]; then
+        pair_tests+=(--test "$t")
+    else
+        single_tests+=(--test "$t")
+    fi
 done
 
 clusters_up=("$single")
@@ -89,10 +96,10 @@ down "$single"
 
 clusters_up=("$pair")
 PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_NODES="a b" "$here/cluster" up
-step "migration scenarios on the two-node cluster $pair"
+step "cross-node scenarios on the two-node cluster $pair"
 (
     eval "$(PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_NODES="a b" "$here/cluster" env)"
-    cargo test -p podrestore-e2e --locked --test migration -- --test-threads=1
+    cargo test -p podrestore-e2e --locked "${pair_tests[@]}" -- --test-threads=1
 )
 step "taking cluster $pair down; it must leave nothing behind"
 clusters_up=()
