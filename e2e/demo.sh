@@ -70,6 +70,9 @@ else
 	show "$E2E/cluster" up
 fi
 eval "$("$E2E/cluster" env)"
+echo "   The node's mounts are made shared, as systemd makes them on a real node, so that the"
+echo "   mounts of containers started after the agent propagate into its view of the node:"
+for each in $PODRESTORE_E2E_NODES; do show "$E2E/cluster" node-exec "$each" mount --make-rshared /; done
 node=$PODRESTORE_E2E_NODE
 node_dir=$PODRESTORE_E2E_STATE/nodes/$node
 checkpoints=$PODRESTORE_E2E_KUBELET_ROOT/checkpoints
@@ -168,12 +171,12 @@ step "Wait for Restored" \
 	"kubectl wait --for=condition=Restored would wait for success only; the demo watches the" \
 	"conditions so that a refusal or a failure shows at once."
 conditions() {
-	kubectl -n "$DEMO_NS" get podrestore counter-restore \
+	kubectl -n "$DEMO_NS" get podrestores counter-restore \
 		-o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 }
 restored=""
 for _ in $(seq 1 150); do
-	restored=$(kubectl -n "$DEMO_NS" get podrestore counter-restore \
+	restored=$(kubectl -n "$DEMO_NS" get podrestores counter-restore \
 		-o jsonpath='{.status.conditions[?(@.type=="Restored")].status}/{.status.conditions[?(@.type=="Restored")].reason}')
 	case $restored in
 	True/*) break ;;
@@ -194,7 +197,7 @@ fi
 
 step "Watch the restored process count on inside the forensic pod" \
 	"The restored shell carries on from the number it had reached at the checkpoint."
-show kubectl -n "$DEMO_NS" get podrestore counter-restore \
+show kubectl -n "$DEMO_NS" get podrestores counter-restore \
 	-o jsonpath='{"restored PID on the node: "}{.status.restoredPID}{"\nCRIU: "}{.status.criuVersion}{"\narchive sha256: "}{.status.archive.sha256}{"\n"}'
 show kubectl -n "$DEMO_NS" exec forensic -- ps
 first=$(show kubectl -n "$DEMO_NS" exec forensic -- cat /tmp/count)

@@ -372,7 +372,11 @@ fn rendered_rbac_grants_nothing_beyond_the_readme() -> Result<()> {
             .any(|g| g.subject == "agent" && g.verbs.is_empty()),
         "the README lists the agent as having no rights"
     );
-    for sets in [vec![], vec!["operator.watchNamespace=team-a".to_owned()]] {
+    for sets in [
+        vec![],
+        vec!["operator.watchNamespace=team-a".to_owned()],
+        vec!["operator.podCheckpoints.kubeletAccess=false".to_owned()],
+    ] {
         let docs = documents(&render(
             &cluster,
             README_RELEASE,
@@ -381,20 +385,26 @@ fn rendered_rbac_grants_nothing_beyond_the_readme() -> Result<()> {
         )?)?;
         let checked = check_rbac(&docs, &grants, "podrestore-system")?;
         assert!(checked >= 10, "only {checked} rules rendered with {sets:?}");
-        if !sets.is_empty() {
+        let cluster_wide: BTreeSet<String> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole")
+            .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+            .flat_map(|rule| strings(&rule["resources"]))
+            .collect();
+        assert_eq!(
+            cluster_wide.contains("nodes/proxy"),
+            !sets.iter().any(|s| s.contains("kubeletAccess=false")),
+            "nodes/proxy follows operator.podCheckpoints.kubeletAccess"
+        );
+        if sets.iter().any(|s| s.contains("watchNamespace")) {
             // With a watch namespace, PodRestores, pods and events are granted there only.
             let watch_role = docs
                 .iter()
                 .any(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "team-a");
             assert!(watch_role, "no Role in the watch namespace");
-            let cluster_wide: Vec<String> = docs
-                .iter()
-                .filter(|d| d["kind"] == "ClusterRole")
-                .flat_map(|d| strings(&d["rules"][0]["resources"]))
-                .collect();
             assert_eq!(
                 cluster_wide,
-                ["nodes"],
+                BTreeSet::from(["nodes".to_owned(), "nodes/proxy".to_owned()]),
                 "cluster-wide rules with a watch namespace"
             );
         }
@@ -499,11 +509,14 @@ fn images(cluster: &Cluster) -> Result<()> {
 fn node_mounts_shared(cluster: &Cluster) -> Result<()> {
     let cmd = std::env::var("PODRESTORE_E2E_CLUSTER_CMD")
         .context("PODRESTORE_E2E_CLUSTER_CMD is not set")?;
-    let status = Command::new(cmd)
-        .args(["node-exec", &cluster.node, "mount", "--make-rshared", "/"])
-        .status()?;
-    if !status.success() {
-        bail!("cannot make node {}'s mounts shared", cluster.node);
+    let nodes = std::env::var("PODRESTORE_E2E_NODES").unwrap_or_else(|_| cluster.node.clone());
+    for node in nodes.split_whitespace() {
+        let status = Command::new(&cmd)
+            .args(["node-exec", node, "mount", "--make-rshared", "/"])
+            .status()?;
+        if !status.success() {
+            bail!("cannot make node {node}'s mounts shared");
+        }
     }
     Ok(())
 }
