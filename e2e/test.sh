@@ -88,7 +88,7 @@ PODRESTORE_E2E_CLUSTER=$single "$here/cluster" up
 step "end-to-end scenarios on the single-node cluster $single"
 (
     eval "$(PODRESTORE_E2E_CLUSTER=$single "$here/cluster" env)"
-    cargo test -p podrestore-e2e --locked --lib "${single_tests[@]}" -- --test-threads=1
+    cargo test -p podrestore-e2e --locked --no-fail-fast --lib "${single_tests[@]}" -- --test-threads=1
 )
 step "taking cluster $single down; it must leave nothing behind"
 clusters_up=()
@@ -99,7 +99,7 @@ PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_N
 step "cross-node scenarios on the two-node cluster $pair"
 (
     eval "$(PODRESTORE_E2E_CLUSTER=$pair PODRESTORE_E2E_API_PORT=$pair_port PODRESTORE_E2E_NODES="a b" "$here/cluster" env)"
-    cargo test -p podrestore-e2e --locked "${pair_tests[@]}" -- --test-threads=1
+    cargo test -p podrestore-e2e --locked --no-fail-fast "${pair_tests[@]}" -- --test-threads=1
 )
 step "taking cluster $pair down; it must leave nothing behind"
 clusters_up=()
