@@ -35,7 +35,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and integration tests (real CRIU)"
-cargo test --workspace --exclude podrestore-e2e --locked
+cargo test --workspace --exclude podrestore-e2e --locked --no-fail-fast
 
 if [ -x node-agent/fuzz/run.sh ]; then
     step "fuzzing the archive reader for ${fuzz_seconds}s"

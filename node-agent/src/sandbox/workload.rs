@@ -302,12 +302,15 @@ pub mod scripts {
     use super::shell_quote;
 
     /// Writes 1, 2, 3, ... to `file`, one number every `interval` (a busybox
-    /// `sleep` argument such as `0.1`). The number lives in the shell's memory,
+    /// `sleep` argument such as `0.1`), through a rename so that neither a
+    /// reader nor a checkpoint ever catches the file empty. The number lives in
+    /// the shell's memory,
     /// so a restored counter goes on from where it was, where a restarted one
     /// would begin at 1 again.
     pub fn counter(bb: &str, file: &str, interval: &str) -> String {
         format!(
-            "i=0\nwhile :; do\n  i=$((i+1))\n  echo $i > {file}\n  {bb} sleep {interval}\ndone\n",
+            "i=0\nwhile :; do\n  i=$((i+1))\n  echo $i > {next}\n  {bb} mv {next} {file}\n  {bb} sleep {interval}\ndone\n",
+            next = shell_quote(&format!("{file}.next")),
             file = shell_quote(file),
             bb = shell_quote(bb),
         )
