@@ -693,10 +693,10 @@ fn condition_of(object: &DynamicObject, type_: &str) -> Value {
 /// `kubectl explain` of `path` lists `field`.
 fn explains(cluster: &Cluster, path: &str, field: &str) -> Result<bool> {
     let out = cluster.kubectl(&["explain", path])?;
-    Ok(out.lines().any(|l| {
-        l.trim_start().starts_with(&format!("{field}\t"))
-            || l.trim_start().starts_with(&format!("{field} "))
-    }))
+    // Field lines read "  <name>\t<type>".
+    Ok(out
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(field) && l.contains('<')))
 }
 
 #[tokio::test]
@@ -830,7 +830,7 @@ async fn helm_install_serves_podrestores_and_uninstall_removes_everything() -> R
         let left = cluster.kubectl(&args)?;
         assert!(left.trim().is_empty(), "helm uninstall left {kind} {name}");
     }
-    let pods_left = wait_until(
+    wait_until(
         "the release's pods to go",
         Duration::from_secs(60),
         || async {
@@ -845,8 +845,7 @@ async fn helm_install_serves_podrestores_and_uninstall_removes_everything() -> R
             }
         },
     )
-    .await;
-    pods_left?;
+    .await?;
     let left = cluster.kubectl(&[
         "get",
         "secrets,leases,configmaps,serviceaccounts,services,deployments,daemonsets",
@@ -915,23 +914,23 @@ async fn restore_into_forensic_pod_through_the_chart() -> Result<()> {
     ])?;
 
     let api = podrestores(&client, ns);
-    let restored = wait_until("Restored to be decided", RESTORE, || async {
+    // A final failure ends the wait at once (as a decided outcome), not at the timeout.
+    let decided = wait_until("Restored to be decided", RESTORE, || async {
         let object = api.get("counter-restore").await?;
-        let conditions = object.data["status"]["conditions"].clone();
         let restored = condition_of(&object, kind::RESTORED);
-        match restored["status"].as_str() {
-            Some("True") => Ok(Some(object)),
-            Some("False") if restored["reason"] != reason::IN_PROGRESS => bail!(
-                "the restore ended without success: {conditions}\n{}",
-                release.logs(&cluster)
-            ),
-            _ => Ok(None),
-        }
-    });
-    let object = match restored.await {
+        Ok(match restored["status"].as_str() {
+            Some("True") => Some(Ok(object)),
+            Some("False") if restored["reason"] != reason::IN_PROGRESS => Some(Err(format!(
+                "the restore ended without success: {}",
+                object.data["status"]["conditions"]
+            ))),
+            _ => None,
+        })
+    })
+    .await?;
+    let object = match decided {
         Ok(object) => object,
-        // A final failure is reported at once, not after the timeout.
-        Err(err) => return Err(err),
+        Err(failure) => bail!("{failure}\n{}", release.logs(&cluster)),
     };
     let pid = object.data["status"]["restoredPID"].as_i64();
     assert!(
