@@ -105,7 +105,8 @@ show kubectl -n "$SYSTEM_NS" get secrets -l app.kubernetes.io/managed-by=podrest
 show kubectl explain podrestore.spec
 
 step "Start a counting workload" \
-	"A busybox shell writes 1, 2, 3, ... into /tmp/count, one number a second."
+	"A busybox shell counts 1, 2, 3, ... in its memory and writes each number into /tmp/count," \
+	"one a second (through a rename, so that a reader never finds the file empty)."
 kubectl delete namespace "$DEMO_NS" --ignore-not-found --wait=true >/dev/null
 show kubectl create namespace "$DEMO_NS"
 pod() { # name container command
@@ -124,7 +125,7 @@ spec:
 EOF
 }
 # shellcheck disable=SC2016 # the container's shell expands it
-pod counter count 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done' | show kubectl apply -f -
+pod counter count 'i=0; while true; do i=$((i+1)); echo $i >/tmp/count.new; mv /tmp/count.new /tmp/count; sleep 1; done' | show kubectl apply -f -
 show kubectl -n "$DEMO_NS" wait --for=condition=Ready pod/counter --timeout=2m
 sleep 3
 show kubectl -n "$DEMO_NS" exec counter -- cat /tmp/count

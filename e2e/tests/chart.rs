@@ -36,8 +36,8 @@ const RESTORE: Duration = Duration::from_secs(120);
 /// The release name the README's RBAC table is written for.
 const README_RELEASE: &str = "podrestore";
 /// The counter's loop: the value lives in the shell's memory and is written to a file in
-/// the container every second.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done";
+/// the container every second, through a rename so that a reader never finds it empty.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 1; done";
 
 fn cluster() -> Cluster {
     match Cluster::from_env() {
