@@ -22,7 +22,7 @@ const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     plural = "podcheckpoints",
     singular = "podcheckpoint",
     shortname = "pcp",
-    category = "podrestore",
+    category = "podrestore-io",
     namespaced,
     status = "PodCheckpointStatus",
     derive = "PartialEq",

@@ -25,7 +25,7 @@ const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     plural = "podrestores",
     singular = "podrestore",
     shortname = "pr",
-    category = "podrestore",
+    category = "podrestore-io",
     namespaced,
     status = "PodRestoreStatus",
     derive = "PartialEq",
