@@ -491,13 +491,7 @@ pub async fn apply(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, Err
         };
         // An archive on another node is pulled from that node's agent: the node must exist,
         // or the request can never go anywhere.
-        if archive.node_name != target.node
-            && Api::<Node>::all(ctx.client.clone())
-                .get_opt(&archive.node_name)
-                .await
-                .map_err(Error::Kube)?
-                .is_none()
-        {
+        if archive.node_name != target.node && !node_exists(&ctx, &archive.node_name).await? {
             let rejection = Rejection {
                 reason: podrestore_crds::condition::reason::ARCHIVE_NODE_NOT_FOUND,
                 message: format!(
@@ -702,11 +696,7 @@ pub async fn cleanup(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, E
             Ok(Action::await_change())
         }
         Err(err @ AgentError::NoAgent { .. }) => {
-            let node_exists = Api::<Node>::all(ctx.client.clone())
-                .get_opt(&node)
-                .await
-                .map_err(Error::Kube)?
-                .is_some();
+            let node_exists = node_exists(&ctx, &node).await?;
             let waited = pr
                 .meta()
                 .deletion_timestamp
@@ -735,6 +725,12 @@ pub async fn cleanup(pr: Arc<PodRestore>, ctx: Arc<Context>) -> Result<Action, E
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Whether the cluster has a Node named `name`.
+async fn node_exists(ctx: &Context, name: &str) -> Result<bool, Error> {
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    Ok(nodes.get_opt(name).await.map_err(Error::Kube)?.is_some())
 }
 
 /// Runs the controller on the PodRestores of `namespace` (all when `None`) until
