@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::layer::{self, LayerOptions, Specials};
 use crate::archive::metadata::{self, names};
-use crate::archive::{ArchiveError, Limits};
+use crate::archive::{ArchiveError, EntryName, EntryPath, Limits};
 
 /// What applying the layer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,6 +139,7 @@ fn filter_layer(
     layer: impl Read,
     out: &Path,
     destinations: &[String],
+    limits: &Limits,
 ) -> Result<Vec<String>, RootfsError> {
     let file = OpenOptions::new()
         .write(true)
@@ -153,6 +154,10 @@ fn filter_layer(
     for entry in archive.entries().map_err(read_error(names::ROOTFS_DIFF))? {
         let mut entry = entry.map_err(read_error(names::ROOTFS_DIFF))?;
         let path = entry.path_bytes().into_owned();
+        // The layer code checks every path again when it applies the copy;
+        // checked here too, an entry that could leave the root is refused as
+        // the archive's fault instead of failing to be copied.
+        checked_path(&path, limits)?;
         let path_text = String::from_utf8_lossy(&path).into_owned();
         let kind = entry.header().entry_type();
         if placement(&path_text, kind.is_dir(), destinations) == Placement::Mounted {
@@ -167,6 +172,9 @@ fn filter_layer(
                 .map_err(read_error(names::ROOTFS_DIFF))?
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
+            if kind.is_hard_link() {
+                checked_path(target.as_os_str().as_encoded_bytes(), limits)?;
+            }
             builder
                 .append_link(&mut header, &path, &target)
                 .map_err(read_error("filtered layer"))?;
@@ -178,6 +186,17 @@ fn filter_layer(
     }
     builder.into_inner().map_err(read_error("filtered layer"))?;
     Ok(skipped)
+}
+
+/// Refuses a layer path (or hard link target) that is absolute, has a `..`
+/// component or breaks a limit, with the archive module's own error.
+fn checked_path(raw: &[u8], limits: &Limits) -> Result<(), ArchiveError> {
+    EntryPath::parse(raw, limits)
+        .map(drop)
+        .map_err(|problem| ArchiveError::Path {
+            entry: EntryName(raw.to_vec()),
+            problem,
+        })
 }
 
 /// Applies the writable layer and `deleted.files` of the checkpoint archive
@@ -203,7 +222,11 @@ pub fn apply(
         let name = name.trim_start_matches("./");
         if name == names::ROOTFS_DIFF && !report.layer {
             report.layer = true;
-            report.skipped = filter_layer(entry, &filtered, destinations)?;
+            let filtering = filter_layer(entry, &filtered, destinations, limits);
+            if filtering.is_err() {
+                let _ = std::fs::remove_file(&filtered);
+            }
+            report.skipped = filtering?;
         } else if name == names::DELETED_FILES && deleted.is_none() {
             let mut bytes = Vec::new();
             entry
@@ -245,6 +268,7 @@ pub fn apply(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::archive::PathProblem;
 
     fn dests() -> Vec<String> {
         [
@@ -343,6 +367,76 @@ mod tests {
         assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"target's");
         assert!(!root.join("gone").exists());
         assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    }
+
+    /// An outer archive holding `layer` as its `rootfs-diff.tar`.
+    fn with_layer(dir: &Path, inner: Vec<u8>) -> PathBuf {
+        let archive = dir.join("a.tar");
+        let outer = layer(&[("rootfs-diff.tar", &inner[..]), ("spec.dump", b"{}")]);
+        std::fs::write(&archive, outer).unwrap();
+        archive
+    }
+
+    /// A layer with one entry whose raw name is `name` (the tar crate's
+    /// builder refuses to write such names itself).
+    fn raw_layer(name: &[u8], kind: tar::EntryType, link: &[u8]) -> Vec<u8> {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 1024]);
+        bytes
+    }
+
+    #[test]
+    fn entries_leaving_the_root_are_the_archive_s_fault() {
+        let cases: [(&[u8], tar::EntryType, &[u8], PathProblem); 4] = [
+            (
+                b"../outside",
+                tar::EntryType::Regular,
+                b"",
+                PathProblem::Escapes,
+            ),
+            (
+                b"/etc/outside",
+                tar::EntryType::Regular,
+                b"",
+                PathProblem::Absolute,
+            ),
+            (
+                b"tmp/../../x",
+                tar::EntryType::Regular,
+                b"",
+                PathProblem::Escapes,
+            ),
+            (
+                b"tmp/link",
+                tar::EntryType::Link,
+                b"../../etc/shadow",
+                PathProblem::Escapes,
+            ),
+        ];
+        for (name, kind, link, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir(&root).unwrap();
+            let archive = with_layer(dir.path(), raw_layer(name, kind, link));
+            let scratch = dir.path().join("scratch");
+            std::fs::create_dir(&scratch).unwrap();
+            let err = apply(&archive, &root, &dests(), &scratch, &Limits::default()).unwrap_err();
+            match err {
+                RootfsError::Apply(ArchiveError::Path { problem, .. }) => {
+                    assert_eq!(problem, expected, "{}", String::from_utf8_lossy(name));
+                }
+                other => panic!("{}: {other}", String::from_utf8_lossy(name)),
+            }
+            assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+            assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+        }
     }
 
     #[test]
