@@ -10,6 +10,7 @@
 
 use std::{
     fs::File,
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -106,6 +107,11 @@ impl Process {
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(40);
         format!("--- {} log ---\n{}", self.name, lines[start..].join("\n"))
+    }
+
+    /// Everything the process has logged so far (with earlier processes of the same name).
+    pub fn read_log(&self) -> Result<String> {
+        std::fs::read_to_string(&self.log).with_context(|| format!("read {}", self.log.display()))
     }
 
     /// Kills it at once (SIGKILL) and reaps it.
@@ -311,6 +317,8 @@ pub struct Installation {
     pub agent: Process,
     /// The directory the agent serves archives from.
     pub checkpoints: PathBuf,
+    operator_program: PathBuf,
+    operator_args: Vec<String>,
     agent_program: PathBuf,
     agent_args: Vec<String>,
     agent_addr: SocketAddr,
@@ -341,6 +349,52 @@ impl Installation {
         )?;
         wait_listening(self.agent_addr, &self.agent).await
     }
+
+    /// Starts the operator again with its first arguments plus `extra` (after it was
+    /// killed, or killing it now) and waits until it leads. It keeps its identity, as a
+    /// restarted container of the same pod would, so it renews the Lease it held at once.
+    pub async fn restart_operator(&mut self, extra: &[&str]) -> Result<()> {
+        let _ = self.operator.kill();
+        let mut args = self.operator_args.clone();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        self.operator = Process::spawn(
+            "operator",
+            &self.operator_program,
+            &args,
+            &self.kubeconfig,
+            self.dir.path(),
+        )?;
+        let listen = operator_listen(&args)?;
+        let operator = &self.operator;
+        wait_until("the operator to lead", CONDITION, || async {
+            Ok(leading(listen)?.then_some(()))
+        })
+        .await
+        .with_context(|| operator.tail())
+    }
+}
+
+/// The address of the operator's HTTP listener in its arguments.
+fn operator_listen(args: &[String]) -> Result<SocketAddr> {
+    let value = args
+        .iter()
+        .skip_while(|a| *a != "--listen")
+        .nth(1)
+        .context("the operator's arguments name no --listen address")?;
+    Ok(value.parse()?)
+}
+
+/// Whether the operator listening on `addr` holds the leader Lease, as its
+/// `/metrics` say.
+fn leading(addr: SocketAddr) -> Result<bool> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply
+        .lines()
+        .any(|l| l.trim() == "podrestore_operator_leader 1"))
 }
 
 impl Drop for Installation {
@@ -393,10 +447,12 @@ pub async fn install(
     };
     let agent_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
 
+    let operator_program = binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?;
+    let operator_args = operator_args(&ns.name, "op-1", &cluster.node, agent_addr)?;
     let operator = Process::spawn(
         "operator",
-        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
-        &operator_args(&ns.name, "op-1", &cluster.node, agent_addr)?,
+        &operator_program,
+        &operator_args,
         &cluster.kubeconfig,
         dir.path(),
     )?;
@@ -458,6 +514,8 @@ pub async fn install(
         operator,
         agent,
         checkpoints,
+        operator_program,
+        operator_args,
         agent_program,
         agent_args,
         agent_addr,

@@ -4,6 +4,9 @@
 //! operator (a host process) asks the agent (`podrestore-agent serve` in the
 //! node's mount namespace, as it would run on a real node) over mutual TLS;
 //! the agent finds B through containerd's CRI and restores with the real CRIU.
+//! Killing the operator or the agent in the middle still restores once; a
+//! checkpoint of a pod A in another namespace is refused unless the operator
+//! allows that namespace.
 //!
 //! What a user sees is checked from the outside: the PodRestore's conditions
 //! and status, `kubectl exec B -- ps` and the counter's files inside B, and on
@@ -15,15 +18,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
 use kube::{
     Api,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
-    Cluster,
-    install::{AgentPlace, Installation, condition, install, podrestore, podrestores},
+    Cluster, TestNamespace,
+    install::{AgentPlace, CONDITION, Installation, condition, install, podrestore, podrestores},
     wait_until,
 };
 use serde_json::json;
@@ -212,6 +215,15 @@ fn start_ticks(pid: i64) -> Option<String> {
     fields.get(19).map(|s| (*s).to_owned())
 }
 
+/// Where a scenario's pods run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    /// Both pods share their process namespaces.
+    shared: bool,
+    /// Pod A runs in a namespace of its own, not in the installation's.
+    source_elsewhere: bool,
+}
+
 /// Pod A counting, its checkpoint, and pod B to restore into.
 struct Scenario {
     setup: Installation,
@@ -226,16 +238,27 @@ struct Scenario {
     shared: bool,
     /// The counter's PID in pod A.
     pid_in_source: i64,
+    /// Pod A's namespace when it is not the installation's (deleted last).
+    elsewhere: Option<TestNamespace>,
 }
 
 async fn scenario(
     cluster: &Cluster,
     client: &kube::Client,
     prefix: &str,
-    shared: bool,
+    Layout {
+        shared,
+        source_elsewhere,
+    }: Layout,
 ) -> Result<Scenario> {
     let setup = install(cluster, client, prefix, AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
+    let elsewhere = if source_elsewhere {
+        Some(cluster.namespace(&format!("{prefix}-src"))?)
+    } else {
+        None
+    };
+    let source_ns = elsewhere.as_ref().map_or(ns.clone(), |n| n.name.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // In a shared process namespace CRIU recreates the counter's PIDs in pod
     // B, where they must be free: a container started before the counter in
@@ -245,7 +268,8 @@ async fn scenario(
     } else {
         &[(SOURCE.1, COUNTER)]
     };
-    start_pod(cluster, &pods, SOURCE.0, shared, source, SOURCE.1).await?;
+    let source_pods: Api<Pod> = Api::namespaced(client.clone(), &source_ns);
+    start_pod(cluster, &source_pods, SOURCE.0, shared, source, SOURCE.1).await?;
     let target_container = start_pod(
         cluster,
         &pods,
@@ -255,11 +279,11 @@ async fn scenario(
         TARGET.1,
     )
     .await?;
-    let before = counted_to(cluster, &ns, SOURCE, 3).await?;
-    let seen = counters_in(cluster, &ns, SOURCE)?;
+    let before = counted_to(cluster, &source_ns, SOURCE, 3).await?;
+    let seen = counters_in(cluster, &source_ns, SOURCE)?;
     let pid_in_source = first_pid(seen.first().context("no counter in pod A")?)?;
-    let archive = Archive(checkpoint(client, &cluster.node, &ns, SOURCE).await?);
-    let after = count(cluster, &ns, SOURCE)?;
+    let archive = Archive(checkpoint(client, &cluster.node, &source_ns, SOURCE).await?);
+    let after = count(cluster, &source_ns, SOURCE)?;
     assert!(
         archive.0.starts_with(&setup.checkpoints),
         "archive {} is outside {}",
@@ -274,6 +298,7 @@ async fn scenario(
         target_container,
         shared,
         pid_in_source,
+        elsewhere,
     })
 }
 
@@ -282,11 +307,19 @@ impl Scenario {
         self.setup.logs()
     }
 
-    /// Creates the PodRestore `forensic` naming pod B with `options`; returns
-    /// its UID.
+    /// The namespace pod A runs in.
+    fn source_ns(&self) -> &str {
+        self.elsewhere
+            .as_ref()
+            .map_or(&self.setup.ns.name, |n| &n.name)
+    }
+
+    /// Creates the PodRestore `name` naming the archive and pod B with
+    /// `options`; returns its UID.
     async fn create_restore(
         &self,
         client: &kube::Client,
+        name: &str,
         node: &str,
         options: serde_json::Value,
     ) -> Result<String> {
@@ -300,32 +333,34 @@ impl Scenario {
             "options": options,
         });
         let created = podrestores(client, ns)
-            .create(&PostParams::default(), &podrestore(ns, "forensic", spec)?)
+            .create(&PostParams::default(), &podrestore(ns, name, spec)?)
             .await?;
         created.metadata.uid.context("no uid")
     }
 
-    /// Waits for `Restored=True`; returns the status.
-    async fn restored(&self, client: &kube::Client) -> Result<serde_json::Value> {
+    /// Waits until PodRestore `name` has `Restored=True`; returns its status.
+    async fn restored(&self, client: &kube::Client, name: &str) -> Result<serde_json::Value> {
         let api = podrestores(client, &self.setup.ns.name);
         condition(
             &api,
-            "forensic",
+            name,
             (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
             RESTORE,
             || self.logs(),
         )
         .await?;
-        Ok(api.get("forensic").await?.data["status"].clone())
+        Ok(api.get(name).await?.data["status"].clone())
     }
 
-    /// Deletes the PodRestore and waits until it is gone (its finalizer ran).
-    async fn delete_restore(&self, client: &kube::Client) -> Result<()> {
+    /// Deletes PodRestore `name` and waits until it is gone (its finalizer ran).
+    async fn delete_restore(&self, client: &kube::Client, name: &str) -> Result<()> {
         let api = podrestores(client, &self.setup.ns.name);
-        api.delete("forensic", &DeleteParams::default()).await?;
-        wait_until("the PodRestore to be gone", RESTORE, || async {
-            Ok(api.get_opt("forensic").await?.is_none().then_some(()))
-        })
+        api.delete(name, &DeleteParams::default()).await?;
+        wait_until(
+            &format!("PodRestore {name} to be gone"),
+            RESTORE,
+            || async { Ok(api.get_opt(name).await?.is_none().then_some(())) },
+        )
         .await
         .with_context(|| self.logs())
     }
@@ -404,12 +439,21 @@ async fn check_restored(
 async fn restore_look_delete(prefix: &str, shared: bool) -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let s = scenario(&cluster, &client, prefix, shared).await?;
+    let layout = Layout {
+        shared,
+        ..Layout::default()
+    };
+    let s = scenario(&cluster, &client, prefix, layout).await?;
     let ns = s.setup.ns.name.clone();
 
-    s.create_restore(&client, &cluster.node, json!({"networkLock": "Skip"}))
-        .await?;
-    let status = s.restored(&client).await?;
+    s.create_restore(
+        &client,
+        "forensic",
+        &cluster.node,
+        json!({"networkLock": "Skip"}),
+    )
+    .await?;
+    let status = s.restored(&client, "forensic").await?;
     let restored_at = Instant::now();
     let pid = restored_pid(&status)?;
     assert_eq!(status["targetContainerID"], json!(s.target_container));
@@ -423,7 +467,7 @@ async fn restore_look_delete(prefix: &str, shared: bool) -> Result<()> {
 
     // Deleting the PodRestore stops the tree and cleans up on the node; the
     // target pod itself runs on.
-    s.delete_restore(&client).await?;
+    s.delete_restore(&client, "forensic").await?;
     assert_ne!(
         start_ticks(pid),
         Some(ticks),
@@ -452,10 +496,11 @@ async fn restore_into_pod_sharing_its_process_namespace() -> Result<()> {
 async fn deleting_the_target_pod_ends_the_restored_tree() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let s = scenario(&cluster, &client, "restore-del", false).await?;
+    let s = scenario(&cluster, &client, "restore-del", Layout::default()).await?;
     // The API's defaults (CRIU's iptables network lock among them).
-    s.create_restore(&client, &cluster.node, json!({})).await?;
-    let pid = restored_pid(&s.restored(&client).await?)?;
+    s.create_restore(&client, "forensic", &cluster.node, json!({}))
+        .await?;
+    let pid = restored_pid(&s.restored(&client, "forensic").await?)?;
     let ticks = start_ticks(pid).context("the restored root is gone")?;
 
     // The pod's end takes its PID namespace, and every namespace below it,
@@ -475,24 +520,20 @@ async fn deleting_the_target_pod_ends_the_restored_tree() -> Result<()> {
 async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let mut s = scenario(&cluster, &client, "restore-kill", false).await?;
+    let mut s = scenario(&cluster, &client, "restore-kill", Layout::default()).await?;
     let ns = s.setup.ns.name.clone();
     let uid = s
-        .create_restore(&client, &cluster.node, json!({"networkLock": "Skip"}))
+        .create_restore(
+            &client,
+            "forensic",
+            &cluster.node,
+            json!({"networkLock": "Skip"}),
+        )
         .await?;
 
     // Kill the agent as soon as the process restoring for this PodRestore
-    // exists (the shim, whose command line names the UID).
-    let deadline = Instant::now() + RESTORE;
-    let shim = loop {
-        if let Some(pid) = shim_of(&uid) {
-            break pid;
-        }
-        if Instant::now() >= deadline {
-            bail!("no restore shim for {uid} appeared\n{}", s.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    // exists.
+    let shim = shim_started(&uid, &s).await?;
     s.setup.agent.kill()?;
     let outcome_written = std::fs::read_dir(s.setup.state().join("work"))?
         .filter_map(Result::ok)
@@ -504,7 +545,7 @@ async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
     // The next agent process settles the restore the first one started; it is
     // never started again.
     s.setup.restart_agent().await?;
-    let pid = restored_pid(&s.restored(&client).await?)?;
+    let pid = restored_pid(&s.restored(&client, "forensic").await?)?;
     assert!(
         start_ticks(pid).is_some(),
         "restored PID {pid} is not running"
@@ -516,7 +557,242 @@ async fn agent_killed_during_a_restore_restores_once() -> Result<()> {
         "exactly one restored counter in forensic: {seen:?}"
     );
 
-    s.delete_restore(&client).await?;
+    s.delete_restore(&client, "forensic").await?;
+    assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
+    Ok(())
+}
+
+/// Waits until the restore shim for PodRestore `uid` runs; returns its PID.
+/// Polled often: the shim lives only as long as CRIU restores.
+async fn shim_started(uid: &str, s: &Scenario) -> Result<u32> {
+    let deadline = Instant::now() + RESTORE;
+    loop {
+        if let Some(pid) = shim_of(uid) {
+            return Ok(pid);
+        }
+        if Instant::now() >= deadline {
+            bail!("no restore shim for {uid} appeared\n{}", s.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The agent's record of PodRestore `uid` (`<state>/restores/<uid>.json`).
+fn agent_record(setup: &Installation, uid: &str) -> Result<serde_json::Value> {
+    let path = setup.state().join("restores").join(format!("{uid}.json"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("read the agent's record {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// How many lines of `log` carry `message` and name `uid`.
+fn log_lines(log: &str, message: &str, uid: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(message) && l.contains(uid))
+        .count()
+}
+
+/// The status of condition `type_` in a PodRestore's status, if it has one.
+fn condition_status<'a>(status: &'a serde_json::Value, type_: &str) -> Option<&'a str> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?["status"]
+        .as_str()
+}
+
+#[tokio::test]
+async fn operator_killed_during_a_restore_restores_once() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let mut s = scenario(&cluster, &client, "restore-opkill", Layout::default()).await?;
+    let ns = s.setup.ns.name.clone();
+    let uid = s
+        .create_restore(
+            &client,
+            "forensic",
+            &cluster.node,
+            json!({"networkLock": "Skip"}),
+        )
+        .await?;
+
+    // Kill the operator while the agent restores for this PodRestore: the
+    // operator recorded the start and waits on the agent's stream for the
+    // result, which it never gets.
+    let shim = shim_started(&uid, &s).await?;
+    s.setup.operator.kill()?;
+    let status = podrestores(&client, &ns).get("forensic").await?.data["status"].clone();
+    assert!(
+        status["startTime"].is_string(),
+        "the start is not recorded: {status}"
+    );
+    assert_ne!(
+        condition_status(&status, kind::RESTORED),
+        Some("True"),
+        "restored before the operator was killed: {status}"
+    );
+    eprintln!("killed the operator while shim {shim} ran");
+
+    // The agent finishes on its own; its record holds the result before the
+    // next operator process asks.
+    let record = wait_until("the agent to record the result", RESTORE, || async {
+        let record = agent_record(&s.setup, &uid)?;
+        Ok((record["state"] != "Running").then_some(record))
+    })
+    .await
+    .with_context(|| s.logs())?;
+    assert_eq!(record["state"], "Succeeded", "agent record: {record}");
+
+    // The next operator process resumes the PodRestore: it asks the agent
+    // again with the same UID and gets the recorded result.
+    s.setup.restart_operator(&[]).await?;
+    let status = s.restored(&client, "forensic").await?;
+    let pid = restored_pid(&status)?;
+    assert_eq!(
+        record["outcome"]["pid"],
+        json!(pid),
+        "agent record: {record}"
+    );
+    assert!(
+        start_ticks(pid).is_some(),
+        "restored PID {pid} is not running"
+    );
+    let seen = counters_in(&cluster, &ns, TARGET)?;
+    assert_eq!(
+        seen.len(),
+        1,
+        "exactly one restored counter in forensic: {seen:?}"
+    );
+    let operator_log = s.setup.operator.read_log()?;
+    assert!(
+        operator_log.contains("resuming the restore"),
+        "the operator did not resume\n{}",
+        s.logs()
+    );
+    let agent_log = s.setup.agent.read_log()?;
+    assert_eq!(
+        log_lines(&agent_log, "restore started", &uid),
+        1,
+        "the agent started the restore once\n{}",
+        s.logs()
+    );
+    assert_eq!(
+        log_lines(&agent_log, "replaying the recorded result", &uid),
+        1,
+        "the agent answered the second request from its record\n{}",
+        s.logs()
+    );
+
+    s.delete_restore(&client, "forensic").await?;
+    assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_checkpoint_from_another_namespace_is_refused_unless_allowed() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let layout = Layout {
+        source_elsewhere: true,
+        ..Layout::default()
+    };
+    let mut s = scenario(&cluster, &client, "restore-xns", layout).await?;
+    let ns = s.setup.ns.name.clone();
+    let source_ns = s.source_ns().to_owned();
+    let api = podrestores(&client, &ns);
+
+    // Pod A's checkpoint, named by a PodRestore in the installation's
+    // namespace, is refused: the archive says it comes from another one.
+    let uid = s
+        .create_restore(
+            &client,
+            "refused",
+            &cluster.node,
+            json!({"networkLock": "Skip"}),
+        )
+        .await?;
+    let message = condition(
+        &api,
+        "refused",
+        (
+            kind::ACCEPTED,
+            "False",
+            reason::SOURCE_NAMESPACE_NOT_ALLOWED,
+        ),
+        CONDITION,
+        || s.logs(),
+    )
+    .await?;
+    assert!(
+        message.contains(&format!("taken in namespace {source_ns}")),
+        "{message}"
+    );
+    condition(
+        &api,
+        "refused",
+        (kind::RESTORED, "False", reason::NOT_ACCEPTED),
+        CONDITION,
+        || s.logs(),
+    )
+    .await?;
+    let status = api.get("refused").await?.data["status"].clone();
+    assert!(
+        status["startTime"].is_null(),
+        "refused yet started: {status}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_until("a SourceNamespaceNotAllowed event", CONDITION, || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason::SOURCE_NAMESPACE_NOT_ALLOWED)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("refused")
+            })
+            .then_some(()))
+    })
+    .await
+    .with_context(|| s.logs())?;
+
+    // Nothing ran on the node: no restore in pod B, no record, no work
+    // directory, no shim, not a line about this UID in the agent's log.
+    assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
+    for sub in ["restores", "work"] {
+        let entries = std::fs::read_dir(s.setup.state().join(sub))?.count();
+        assert_eq!(entries, 0, "agent {sub} is not empty");
+    }
+    assert_eq!(shim_of(&uid), None, "a restore shim runs for {uid}");
+    assert!(
+        !s.setup.agent.read_log()?.contains(&uid),
+        "the agent heard of {uid}\n{}",
+        s.logs()
+    );
+
+    // A refused PodRestore is tried again (at the latest when an operator
+    // starts), so it goes before the operator is allowed more.
+    s.delete_restore(&client, "refused").await?;
+    s.setup
+        .restart_operator(&["--allowed-source-namespaces", &source_ns])
+        .await?;
+
+    // Allowed now, a new PodRestore of the same archive restores.
+    s.create_restore(
+        &client,
+        "allowed",
+        &cluster.node,
+        json!({"networkLock": "Skip"}),
+    )
+    .await?;
+    let status = s.restored(&client, "allowed").await?;
+    let restored_at = Instant::now();
+    assert_eq!(status["source"]["namespace"], json!(source_ns), "{status}");
+    let pid = restored_pid(&status)?;
+    check_restored(&cluster, &s, pid, restored_at)
+        .await
+        .with_context(|| s.logs())?;
+
+    s.delete_restore(&client, "allowed").await?;
     assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
     Ok(())
 }
