@@ -47,6 +47,10 @@
 //!    in [`RestoreOutcome::extra`], so a reused PID is never taken for the
 //!    restored tree.
 //!
+//! runc's namespace rules are applied to the target's list as soon as the
+//! target is found, before the archive is read: a list runc refuses (a cgroup
+//! namespace with a path, say) changes nothing of the target.
+//!
 //! Before CRIU runs, the checkpoint's writable layer (`rootfs-diff.tar`) is
 //! applied to the target's root file system ([`rootfs`]), except at the
 //! target's mount points. The target's files change for good: a restore that
@@ -70,13 +74,14 @@ use tokio::sync::OnceCell;
 use crate::archive::metadata::names;
 use crate::archive::summary::{ArchiveSummary, summarize_file};
 use crate::archive::{ArchiveError, Limits};
-use crate::criu::Criu;
-use crate::namespaces::NamespaceType;
+use crate::criu::{Criu, CriuVersion};
+use crate::namespaces::{self, Namespace, NamespaceError, NamespaceType};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError, TargetContainer};
 use crate::service::{
     ArchiveInfo, EngineError, EngineErrorKind, ManageCgroupsMode, NetworkLock, Phase,
     ProgressReporter, RestoreEngine, RestoreJob, RestoreOutcome,
 };
+use crate::sys::{Host, Syscalls};
 use shim::{ShimReply, ShimRequest};
 
 /// `extra` key: the restored root's start time in clock ticks after boot.
@@ -123,7 +128,7 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 pub struct NodeEngine {
     config: EngineConfig,
-    criu_version: OnceCell<String>,
+    criu_version: OnceCell<CriuVersion>,
 }
 
 impl NodeEngine {
@@ -172,6 +177,27 @@ fn runtime_error(err: RuntimeError) -> EngineError {
         _ => EngineErrorKind::Internal,
     };
     error(kind, err.to_string())
+}
+
+/// runc's restore rules for namespaces (`handleRestoringNamespaces`) on the
+/// target's list, with `sys` opening the network and PID namespace files as
+/// runc does (they are closed again at once). The shim applies the same rules
+/// when it plans CRIU's request, but only after the checkpoint's writable
+/// layer is in the target's root file system; a refusal must come first.
+fn check_namespaces<S: Syscalls>(
+    sys: &S,
+    criu_version: u32,
+    list: &[Namespace],
+) -> Result<(), EngineError> {
+    namespaces::restore_namespaces(sys, criu_version, list)
+        .map(drop)
+        .map_err(|e| {
+            let kind = match e {
+                NamespaceError::Missing { .. } => EngineErrorKind::TargetMismatch,
+                _ => EngineErrorKind::Unsupported,
+            };
+            error(kind, e.to_string())
+        })
 }
 
 /// The ID part of `<runtime>://<id>`.
@@ -492,14 +518,14 @@ fn start_ticks(outcome: &RestoreOutcome) -> Option<u64> {
     outcome.extra.get(EXTRA_START_TICKS)?.parse().ok()
 }
 
-#[async_trait::async_trait]
-impl RestoreEngine for NodeEngine {
-    async fn criu_version(&self) -> Result<String, EngineError> {
+impl NodeEngine {
+    /// The CRIU version, asked once.
+    async fn criu(&self) -> Result<&CriuVersion, EngineError> {
         let criu = Criu::new(&self.config.criu);
         self.criu_version
             .get_or_try_init(|| {
                 blocking(move || {
-                    criu.version().map(|v| v.to_string()).map_err(|e| {
+                    criu.version().map_err(|e| {
                         error(
                             EngineErrorKind::Unsupported,
                             format!(
@@ -511,7 +537,13 @@ impl RestoreEngine for NodeEngine {
                 })
             })
             .await
-            .cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl RestoreEngine for NodeEngine {
+    async fn criu_version(&self) -> Result<String, EngineError> {
+        self.criu().await.map(ToString::to_string)
     }
 
     async fn inspect(&self, archive: &Path) -> Result<ArchiveInfo, EngineError> {
@@ -590,6 +622,9 @@ impl RestoreEngine for NodeEngine {
                 ),
             ));
         }
+
+        let version = self.criu().await?.number();
+        check_namespaces(&Host, version, &target.restore_namespaces())?;
 
         progress.phase(Phase::Preparing, "reading the checkpoint archive");
         let archive = job.archive.clone();
@@ -761,6 +796,83 @@ mod tests {
         assert_eq!(bare_id("containerd://abc"), "abc");
         assert_eq!(bare_id("abc"), "abc");
         assert_eq!(bare_id(""), "");
+    }
+
+    #[test]
+    fn runc_namespace_rules_refuse_before_the_restore() {
+        let ns = |args: &[&str]| -> Vec<Namespace> {
+            args.iter()
+                .map(|a| Namespace::parse_arg(a).unwrap())
+                .collect()
+        };
+        // containerd's list for an ordinary pod, the sandbox being this process.
+        let pod = [
+            "pid",
+            "ipc=/proc/self/ns/ipc",
+            "uts=/proc/self/ns/uts",
+            "mount",
+            "network=/proc/self/ns/net",
+        ];
+        let with = |extra: &str| {
+            let mut list = pod.to_vec();
+            list.push(extra);
+            ns(&list)
+        };
+        let criu = 40201;
+        // name, CRIU version, the runtime's list, the refusal if any
+        type Case = (
+            &'static str,
+            u32,
+            Vec<Namespace>,
+            Option<(EngineErrorKind, &'static str)>,
+        );
+        let cases: [Case; 6] = [
+            ("ordinary pod", criu, ns(&pod), None),
+            ("cgroup without a path", criu, with("cgroup"), None),
+            (
+                "cgroup with a path",
+                criu,
+                with("cgroup=/proc/self/ns/cgroup"),
+                Some((
+                    EngineErrorKind::Unsupported,
+                    "Do not know how to handle namespace NEWCGROUP",
+                )),
+            ),
+            (
+                "cgroup with a path that does not exist",
+                criu,
+                with("cgroup=/nonexistent/cgroup"),
+                Some((
+                    EngineErrorKind::Unsupported,
+                    "Do not know how to handle namespace NEWCGROUP",
+                )),
+            ),
+            (
+                "network namespace gone",
+                criu,
+                ns(&["pid", "network=/nonexistent/net", "cgroup=/x"]),
+                Some((
+                    EngineErrorKind::TargetMismatch,
+                    "Requested network namespace /nonexistent/net does not exist",
+                )),
+            ),
+            (
+                "CRIU too old for an external PID namespace, checked without a path",
+                31400,
+                ns(&pod),
+                Some((
+                    EngineErrorKind::Unsupported,
+                    "criu lacks support for external pid namespace during the restoration process (old criu version?)",
+                )),
+            ),
+        ];
+        for (name, version, list, want) in cases {
+            let got = check_namespaces(&Host, version, &list)
+                .err()
+                .map(|e| (e.kind, e.message));
+            let want = want.map(|(kind, message)| (kind, message.to_owned()));
+            assert_eq!(got, want, "{name}");
+        }
     }
 
     #[tokio::test]
