@@ -15,6 +15,7 @@ steps=(
     containerd    # containerd 2.x from its Go module
     helm          # helm from its Go module
     images        # pause and busybox OCI images for the local cluster
+    e2e-tools     # e2e/tools programs the tests run on a node (containerd client)
 )
 for step in "${steps[@]}"; do
     started=$(date +%s)
