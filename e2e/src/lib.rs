@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod host;
 pub mod install;
 
 const HOW_TO_START: &str =

@@ -3,8 +3,14 @@
 //! a real node (the agent in the node's mount namespace, see
 //! `podrestore_e2e::install`):
 //!
-//! - a restored server's listening socket answers on the target pod's IP, and
-//!   the restored process is charged to the target container's cgroups;
+//! - a stateful workload (a counter holding a file of its writable layer open,
+//!   and a server with a listening socket) goes on from its state in the target
+//!   pod: it counts on, its socket answers on the target pod's IP, `ps` in the
+//!   pod shows it, it is charged to the target container's cgroups, and the
+//!   pod's end is its end;
+//! - a restore that CRIU fails leaves the target pod's network namespace
+//!   firewall exactly as it was (no CRIU lock chain or table), nothing of the
+//!   restore running and nothing in the agent's work directory;
 //! - a checkpoint whose bind mounts the target lacks is refused, with the
 //!   missing destinations listed, and nothing is restored;
 //! - an archive whose writable layer tries to leave the container's root
@@ -19,10 +25,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
     Cluster,
+    host::{container_pid, firewall, run_in_netns, start_ticks},
     install::{AgentPlace, Installation, condition, install, podrestore, podrestores},
     wait_until,
 };
@@ -35,12 +45,21 @@ const RESTORE: Duration = Duration::from_secs(120);
 const IDLE: &str = "exec sleep 3600";
 /// The server's port.
 const PORT: &str = "8080";
-/// A server whose state lives in the shell's memory: each connection gets
-/// `answer <n>`, and `n` goes up by one per connection. Between connections
-/// the shell waits for `nc`, which holds the listening socket.
-const SERVER: &str = "i=0; while true; do i=$((i+1)); echo \"answer $i\" > /tmp/reply; nc -l -p 8080 -e cat /tmp/reply; done";
+/// The stateful workload, one process tree: a counter whose value lives in a
+/// subshell's memory, written every second to `/tmp/count` (through a rename,
+/// so a reader never finds it empty) and appended to `/tmp/log`, which the tree
+/// holds open (a file of the container's writable layer, so the restore needs
+/// the checkpoint's `rootfs-diff.tar`); and a server whose count lives in the
+/// main shell's memory: each connection gets `answer <n>`, and `n` goes up by
+/// one per connection. Between connections the shell waits for `nc`, which
+/// holds the listening socket.
+const WORKLOAD: &str = "exec 3>>/tmp/log; \
+    (i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $i >&3; sleep 1; done) & \
+    n=0; while true; do n=$((n+1)); echo \"answer $n\" > /tmp/reply; nc -l -p 8080 -e cat /tmp/reply; done";
 /// What `ps` shows of the server's listener.
 const LISTENER_MARK: &str = "nc -l -p 8080";
+/// How long a scenario waits for a counter to move.
+const COUNTING: Duration = Duration::from_secs(30);
 
 fn cluster() -> Cluster {
     match Cluster::from_env() {
@@ -184,14 +203,33 @@ async fn refused(
     Ok((message, api.get(name).await?.data["status"].clone()))
 }
 
+/// The counter's value in container `main` of `pod`.
+fn count(cluster: &Cluster, ns: &str, pod: &str) -> Result<u64> {
+    let text = exec(cluster, ns, pod, &["cat", "/tmp/count"])?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("/tmp/count in {pod} holds {text:?}"))
+}
+
+/// Waits until the counter in `pod` shows at least `at_least`; returns what it
+/// shows then.
+async fn counted_to(cluster: &Cluster, ns: &str, pod: &str, at_least: u64) -> Result<u64> {
+    wait_until(
+        &format!("the counter in {pod} to reach {at_least}"),
+        COUNTING,
+        || async { Ok(count(cluster, ns, pod).ok().filter(|n| *n >= at_least)) },
+    )
+    .await
+}
+
 #[tokio::test]
-async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
+async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let setup = install(&cluster, &client, "chk-server", AgentPlace::Node).await?;
+    let setup = install(&cluster, &client, "chk-state", AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let (_, source_ip) = start_pod(&cluster, &pods, "server", SERVER, false).await?;
+    let (_, source_ip) = start_pod(&cluster, &pods, "source", WORKLOAD, false).await?;
     let (target_id, target_ip) = start_pod(&cluster, &pods, "target", IDLE, false).await?;
     start_pod(&cluster, &pods, "client", IDLE, false).await?;
 
@@ -201,13 +239,15 @@ async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
     })
     .await?;
     assert_eq!(first, "answer 1");
-    let archive = checkpoint(&client, &cluster.node, &ns, "server").await?;
+    let before = counted_to(&cluster, &ns, "source", 3).await?;
+    let archive = checkpoint(&client, &cluster.node, &ns, "source").await?;
+    let after = count(&cluster, &ns, "source")?;
 
     create_restore(
         &client,
         &cluster.node,
         &ns,
-        "server",
+        "state",
         (&archive.0, "target"),
         json!({"networkLock": "Skip"}),
     )
@@ -215,16 +255,40 @@ async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
     let api = podrestores(&client, &ns);
     condition(
         &api,
-        "server",
+        "state",
         (kind::RESTORED, "True", reason::RESTORE_SUCCEEDED),
         RESTORE,
         || setup.logs(),
     )
     .await?;
-    let status = api.get("server").await?.data["status"].clone();
+    let restored_at = std::time::Instant::now();
+    let status = api.get("state").await?.data["status"].clone();
     let pid = status["restoredPID"]
         .as_i64()
         .with_context(|| format!("no restoredPID in {status}"))?;
+
+    // The counter goes on from its checkpointed value, not from the start, and
+    // keeps counting.
+    let resumed = counted_to(&cluster, &ns, "target", before + 1)
+        .await
+        .with_context(|| setup.logs())?;
+    let elapsed = restored_at.elapsed().as_secs();
+    assert!(
+        resumed <= after + elapsed + 3,
+        "the restored counter shows {resumed}; it was checkpointed between {before} and {after} and restored {elapsed}s ago"
+    );
+    let later = counted_to(&cluster, &ns, "target", resumed + 2).await?;
+    // The file the tree holds open: the checkpoint's lines, carried over with
+    // the writable layer, then the restored counter's, with no gap and no
+    // restart.
+    let log = exec(&cluster, &ns, "target", &["cat", "/tmp/log"])?;
+    let lines: Vec<u64> = log.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let expected: Vec<u64> = (1..=lines.len() as u64).collect();
+    assert_eq!(lines, expected, "/tmp/log in pod B");
+    assert!(
+        lines.len() as u64 >= later,
+        "/tmp/log ends before {later}: {lines:?}"
+    );
 
     // The listening socket lives in pod B's network namespace now: B's IP
     // answers, and with the checkpointed count.
@@ -232,8 +296,9 @@ async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
     assert_eq!(answer, "answer 2", "pod B ({target_ip}) answered");
     let again = ask(&cluster, &ns, "client", &target_ip)?;
     assert_eq!(again, "answer 3", "pod B ({target_ip}) answered");
-    // Pod B shows the restored tree: the server's shell and its listening
-    // nc (besides the restore shim, their parent).
+
+    // Pod B shows the restored tree: the workload's shell and its counting
+    // subshell, and the listening nc (besides the restore shim, their parent).
     let seen = foreign_processes(&cluster, &ns, "target")?;
     let args = |l: &String| {
         l.trim_start()
@@ -243,11 +308,11 @@ async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
     };
     let shells = seen
         .iter()
-        .filter(|l| args(l) == format!("/bin/sh -c {SERVER}"));
+        .filter(|l| args(l) == format!("/bin/sh -c {WORKLOAD}"));
     let listeners = seen.iter().filter(|l| args(l).starts_with(LISTENER_MARK));
     assert_eq!(
         (shells.count(), listeners.count()),
-        (1, 1),
+        (2, 1),
         "ps in pod B: {seen:?}"
     );
 
@@ -264,7 +329,20 @@ async fn restored_server_answers_on_the_target_pod_ip() -> Result<()> {
     for line in cgroups.lines() {
         assert!(line.ends_with(id), "cgroup of {pid}: {line} (target {id})");
     }
-    eprintln!("pod B {target_ip} answered {answer:?} then {again:?}; restored PID {pid}");
+    eprintln!(
+        "checkpointed between {before} and {after}; pod B counted on from {resumed} to {later}, \
+         {target_ip} answered {answer:?} then {again:?}; restored PID {pid}"
+    );
+
+    // Deleting pod B ends the restored tree with it.
+    let ticks = start_ticks(pid).context("the restored root is gone")?;
+    pods.delete("target", &DeleteParams::default()).await?;
+    wait_until("the restored tree to end with pod B", RESTORE, || {
+        let ticks = ticks.clone();
+        async move { Ok((start_ticks(pid) != Some(ticks)).then_some(())) }
+    })
+    .await
+    .with_context(|| setup.logs())?;
     Ok(())
 }
 
@@ -309,27 +387,46 @@ async fn checkpoint_with_a_bind_mount_the_target_lacks_is_refused() -> Result<()
     Ok(())
 }
 
-/// Copies the real archive `from` to `to`, its `rootfs-diff.tar` replaced by
-/// `layer`.
-fn with_layer(from: &Path, to: &Path, layer: &[u8]) -> Result<()> {
+/// Copies the real archive `from` to `to`, each entry whose name (without a
+/// leading `./`) `pick` accepts replaced by what `change` makes of its
+/// content; returns how many were replaced.
+fn rewritten(
+    from: &Path,
+    to: &Path,
+    pick: impl Fn(&str) -> bool,
+    change: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> Result<usize> {
     let mut input = tar::Archive::new(std::fs::File::open(from)?);
     let mut output = tar::Builder::new(std::fs::File::create(to)?);
+    let mut replaced = 0;
     for entry in input.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
         let mut header = entry.header().clone();
-        let name = path.to_string_lossy();
-        if name.trim_start_matches("./") == "rootfs-diff.tar" {
-            header.set_size(layer.len() as u64);
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        if pick(path.to_string_lossy().trim_start_matches("./")) {
+            data = change(data);
+            header.set_size(data.len() as u64);
             header.set_cksum();
-            output.append(&header, layer)?;
-        } else {
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data)?;
-            output.append(&header, data.as_slice())?;
+            replaced += 1;
         }
+        output.append(&header, data.as_slice())?;
     }
     output.finish()?;
+    Ok(replaced)
+}
+
+/// Copies the real archive `from` to `to`, its `rootfs-diff.tar` replaced by
+/// `layer`.
+fn with_layer(from: &Path, to: &Path, layer: &[u8]) -> Result<()> {
+    let replaced = rewritten(
+        from,
+        to,
+        |name| name == "rootfs-diff.tar",
+        |_| layer.to_vec(),
+    )?;
+    anyhow::ensure!(replaced == 1, "{} has no rootfs-diff.tar", from.display());
     Ok(())
 }
 
@@ -471,6 +568,11 @@ async fn archive_escaping_the_root_changes_nothing_outside() -> Result<()> {
     for (name, _) in &archives {
         let (message, status) = refused(&setup, &client, &format!("escape-{name}")).await?;
         assert!(status["restoredPID"].is_null(), "{name}: status {status}");
+        // The archive's fault, named as such, with the layer in question.
+        assert!(
+            message.starts_with("ArchiveInvalid: ") && message.contains("rootfs-diff.tar"),
+            "{name}: Restored message: {message}"
+        );
         eprintln!("{name}: refused: {message}");
         let text = std::fs::read_to_string(&sentinel)?;
         assert_eq!(text, "untouched\n", "{name}: the sentinel changed");
@@ -482,5 +584,132 @@ async fn archive_escaping_the_root_changes_nothing_outside() -> Result<()> {
     assert_eq!(names, vec![std::ffi::OsString::from("sentinel")]);
     let foreign = foreign_processes(&cluster, &ns, "target")?;
     assert!(foreign.is_empty(), "ps in pod B: {foreign:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn restore_failed_by_criu_leaves_the_target_as_it_was() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let setup = install(&cluster, &client, "chk-fail", AgentPlace::Node).await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // The source holds a file of its writable layer open.
+    let holder = "exec 3>>/tmp/held; exec sleep 3600";
+    start_pod(&cluster, &pods, "source", holder, false).await?;
+    let (target_id, _) = start_pod(&cluster, &pods, "target", IDLE, false).await?;
+    let real = checkpoint(&client, &cluster.node, &ns, "source").await?;
+
+    // Without its writable layer the held file is missing: CRIU forks the
+    // tree in pod B's namespaces and fails when it reopens the file.
+    let missing = Archive(setup.checkpoints.join(format!("missing-{ns}.tar")));
+    let empty = tar::Builder::new(Vec::new()).into_inner()?;
+    with_layer(&real.0, &missing.0, &empty)?;
+    // The memory images cut in half: CRIU does not finish, and the agent
+    // stops it at the PodRestore's timeout.
+    let stuck = Archive(setup.checkpoints.join(format!("stuck-{ns}.tar")));
+    let replaced = rewritten(
+        &real.0,
+        &stuck.0,
+        |name| name.starts_with("checkpoint/pages-") && name.ends_with(".img"),
+        |mut pages| {
+            pages.truncate(pages.len() / 2);
+            pages
+        },
+    )?;
+    assert!(replaced > 0, "no memory pages in {}", real.0.display());
+
+    // Pod B has a firewall rule of its own, which must stay as it is.
+    let netns = PathBuf::from(format!("/proc/{}/ns/net", container_pid(&target_id)?));
+    let own = [
+        "iptables",
+        "-A",
+        "INPUT",
+        "-s",
+        "203.0.113.7/32",
+        "-j",
+        "DROP",
+    ];
+    run_in_netns(&netns, &own)?;
+    let before = firewall(&netns)?;
+    assert!(
+        before.iter().any(|l| l.contains("203.0.113.7")),
+        "pod B's own rule is missing: {before:?}"
+    );
+    // CRIU's default lock (iptables), then nftables; then a restore stopped.
+    let cases = [
+        ("missing-iptables", &missing, json!({}), "CriuFailed: "),
+        (
+            "missing-nftables",
+            &missing,
+            json!({"networkLock": "Nftables"}),
+            "CriuFailed: ",
+        ),
+        (
+            "stuck-iptables",
+            &stuck,
+            json!({"timeoutSeconds": 15}),
+            "Timeout: ",
+        ),
+    ];
+    for (name, archive, options, failure) in cases {
+        create_restore(
+            &client,
+            &cluster.node,
+            &ns,
+            name,
+            (&archive.0, "target"),
+            options,
+        )
+        .await?;
+        let (message, status) = refused(&setup, &client, name).await?;
+        assert!(
+            message.starts_with(failure),
+            "{name}: Restored message: {message}"
+        );
+        assert!(status["restoredPID"].is_null(), "{name}: status {status}");
+
+        // Pod B's firewall is as it was, with no lock left in it.
+        let after = firewall(&netns)?;
+        assert_eq!(after, before, "{name}: the firewall of pod B changed");
+        // Nothing of the restore runs in pod B (not even the shim), no CRIU
+        // runs for it, and the agent keeps only the restore's record and logs
+        // until the PodRestore is deleted.
+        let foreign = foreign_processes(&cluster, &ns, "target")?;
+        assert!(foreign.is_empty(), "{name}: ps in pod B: {foreign:?}");
+        let uid = podrestores(&client, &ns)
+            .get(name)
+            .await?
+            .metadata
+            .uid
+            .context("no uid")?;
+        let work = setup.state().join("work").join(&uid);
+        let mut kept: Vec<String> = std::fs::read_dir(&work)
+            .with_context(|| format!("{name}: no work directory {}", work.display()))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        kept.sort();
+        assert_eq!(
+            kept,
+            ["shim-outcome.json", "shim-request.json", "shim.log"],
+            "{name}: in {}; shim.log: {}",
+            work.display(),
+            std::fs::read_to_string(work.join("shim.log")).unwrap_or_default()
+        );
+        podrestores(&client, &ns)
+            .delete(name, &DeleteParams::default())
+            .await?;
+        wait_until(&format!("{name} to be gone"), RESTORE, || async {
+            Ok(podrestores(&client, &ns)
+                .get_opt(name)
+                .await?
+                .is_none()
+                .then_some(()))
+        })
+        .await
+        .with_context(|| setup.logs())?;
+        assert!(!work.exists(), "{name}: {} is still there", work.display());
+        eprintln!("{name}: refused: {message}");
+    }
     Ok(())
 }
