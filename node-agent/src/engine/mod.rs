@@ -370,6 +370,8 @@ impl NodeEngine {
         deadline: Instant,
     ) -> Result<(ShimReply, Child), EngineError> {
         let shim_pid = Arc::new(AtomicI32::new(0));
+        let locked_netns = lockable_netns(&prepared.request);
+        let work_root = prepared.request.work_root.clone();
         let binary = self.config.shim_binary.clone();
         let uid_owned = uid.to_owned();
         let pid_slot = shim_pid.clone();
@@ -416,12 +418,49 @@ impl NodeEngine {
             }
             () = &mut sleep => {}
         }
+        // Everything the shim started dies; the shim, finding CRIU gone, does
+        // what it does after any failed restore (removes CRIU's network lock,
+        // reaps what is left) and answers. Only a shim that does not answer in
+        // time is killed too.
         let pid = shim_pid.load(Ordering::SeqCst);
         if pid > 0 {
-            self.kill_shim(pid);
+            self.kill_descendants(pid);
         }
-        if let Ok(Ok((_, child))) = handle.await {
-            reap_later(child);
+        match tokio::time::timeout(STOPPED_SHIM_PATIENCE, &mut handle).await {
+            Ok(Ok(Ok((_, child)))) => reap_later(child),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(
+                    uid,
+                    shim = pid,
+                    "the stopped restore's shim does not answer; killing it"
+                );
+                self.kill_shim(pid);
+                if let Ok(Ok((_, child))) = handle.await {
+                    reap_later(child);
+                }
+            }
+        }
+        remove_private_dirs(&work_root);
+        // Beyond runc: a restore stopped in the middle must not leave the
+        // target's traffic dropped, whoever else was meant to lift the lock.
+        if let Some(netns) = locked_netns {
+            let removed = tokio::task::spawn_blocking(move || {
+                crate::netlock::remove_lock(&netns, &crate::netlock::Tools::default())
+            })
+            .await;
+            match removed {
+                Ok(Ok(parts)) if !parts.is_empty() => {
+                    tracing::info!(
+                        uid,
+                        ?parts,
+                        "removed CRIU's network lock the stopped restore left"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(uid, "cannot remove CRIU's network lock: {e}"),
+                Err(e) => tracing::warn!(uid, "cannot remove CRIU's network lock: {e}"),
+            }
         }
         Err(error(
             EngineErrorKind::Timeout,
@@ -429,14 +468,30 @@ impl NodeEngine {
         ))
     }
 
+    /// Kills every process below the shim `pid` (CRIU and its helpers, the
+    /// tree it was restoring), the deepest first.
+    fn kill_descendants(&self, pid: i32) {
+        let mut found = Vec::new();
+        let mut next = vec![pid];
+        while let Some(parent) = next.pop() {
+            for child in process::children(&self.config.proc_root, parent) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    next.push(child);
+                }
+            }
+        }
+        for victim in found.into_iter().rev() {
+            if let Err(e) = process::kill_now(victim) {
+                tracing::warn!(pid = victim, "cannot kill: {e}");
+            }
+        }
+    }
+
     /// Kills what the shim `pid` started (CRIU, or the restored root, which
     /// takes its whole PID namespace along), then the shim.
     fn kill_shim(&self, pid: i32) {
-        for child in process::children(&self.config.proc_root, pid) {
-            if let Err(e) = process::kill_now(child) {
-                tracing::warn!(pid = child, "cannot kill: {e}");
-            }
-        }
+        self.kill_descendants(pid);
         if let Err(e) = process::kill_now(pid) {
             tracing::warn!(pid, "cannot kill the restore shim: {e}");
         }
@@ -502,6 +557,45 @@ impl NodeEngine {
 }
 
 /// Reaps a shim when it ends (it lives as long as the restored tree).
+/// How long a shim whose restore was stopped gets to clean up and answer.
+const STOPPED_SHIM_PATIENCE: Duration = Duration::from_secs(20);
+
+/// The target's network namespace when CRIU may lock it during `request`
+/// (any lock but `skip`).
+fn lockable_netns(request: &ShimRequest) -> Option<PathBuf> {
+    if request.network_lock.as_deref() == Some("skip") {
+        return None;
+    }
+    request
+        .namespaces
+        .iter()
+        .find(|n| n.kind == "network")
+        .and_then(|n| n.path.clone())
+}
+
+/// Removes the private directories (`restore-*`) a stopped shim left in
+/// `work_root`, unless something is mounted below one (in the agent's mount
+/// namespace; the shim's own mounts ended with it).
+fn remove_private_dirs(work_root: &Path) {
+    let Ok(entries) = fs::read_dir(work_root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let private = entry.file_name().to_string_lossy().starts_with("restore-")
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if !private {
+            continue;
+        }
+        let mounts = crate::workdir::mounts_below(&path);
+        if !mounts.is_empty() {
+            tracing::warn!(path = %path.display(), ?mounts, "left in place: mounts below it");
+        } else if let Err(e) = fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), "cannot remove: {e}");
+        }
+    }
+}
+
 fn reap_later(mut child: Child) {
     let spawned = std::thread::Builder::new()
         .name("shim-reaper".into())

@@ -26,7 +26,10 @@
 //! still leaves the shim its whole request); the reply is written to the
 //! outcome file (atomically) and then as one JSON line on stdout. A restored tree's root is the shim's child (CRIU's
 //! `rst_sibling`): the shim waits for it, reaps it, and exits with its status,
-//! as `runc restore` does in the foreground. The agent may die meanwhile; the
+//! as `runc restore` does in the foreground. The shim is a child subreaper, so
+//! orphans of CRIU's helpers and of the tree come to it rather than to the
+//! target's init (often a program that never reaps); it reaps them, and after
+//! a failed restore it reaps everything CRIU left before it replies. The agent may die meanwhile; the
 //! outcome file lets the next agent process find what was restored.
 
 use std::fs::{self, File};
@@ -45,7 +48,7 @@ use crate::namespaces::{Namespace, NamespaceType};
 use crate::restore::{self, CheckpointSource, RestoreError, RestoreRequest};
 use crate::service::EngineErrorKind;
 use crate::sys::mount;
-use crate::sys::process::{Ended, wait_child};
+use crate::sys::process::{Ended, become_subreaper, reap_children, wait_child_reaping};
 
 /// The agent subcommand that runs a shim.
 pub const SUBCOMMAND: &str = "restore-shim";
@@ -242,6 +245,10 @@ pub fn read_outcome(path: &Path) -> io::Result<Option<ShimReply>> {
     }
 }
 
+/// How long a shim waits for the processes of a failed restore (CRIU has
+/// killed them) to end.
+const FAILED_RESTORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The shim's whole life: reads the request from the file `request`,
 /// restores, replies on `output`, then waits for the restored tree. Returns
 /// the process exit status.
@@ -258,16 +265,32 @@ pub fn run(request: &Path, mut output: impl Write) -> i32 {
             return 1;
         }
     };
+    // CRIU's helpers and a tree it killed on failure end up here, not with
+    // the target's init, which may never reap them (a container whose first
+    // process is a plain program).
+    if let Err(e) = become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
     let reply = match restore_here(&request) {
         Ok(reply) => reply,
         Err(reply) => reply,
     };
-    send(&reply, Some(&request.outcome_file), &mut output);
     let ShimReply::Restored { pid, .. } = reply else {
+        // Nothing of a failed restore may stay in the target: reaped before
+        // the reply, so whoever reads it finds the pod as it was.
+        match reap_children(FAILED_RESTORE_PATIENCE) {
+            Ok((_, 0)) => {}
+            Ok((_, running)) => {
+                tracing::warn!(running, "processes of the failed restore still run")
+            }
+            Err(e) => tracing::warn!("cannot reap the failed restore's processes: {e}"),
+        }
+        send(&reply, Some(&request.outcome_file), &mut output);
         return 1;
     };
+    send(&reply, Some(&request.outcome_file), &mut output);
     tracing::info!(pid, "restored; waiting for the tree to end");
-    match wait_child(pid) {
+    match wait_child_reaping(pid) {
         Ok(Ended::Exited(code)) => {
             tracing::info!(pid, code, "the restored tree exited");
             code
