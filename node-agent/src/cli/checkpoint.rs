@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use podrestore_agent::checkpoint::{CheckpointRequest, DEFAULT_WORK_ROOT, Identity, checkpoint};
 use podrestore_agent::criu::Criu;
-use podrestore_agent::criu::options::{CriuFlags, NetworkLock};
+use podrestore_agent::criu::options::NetworkLock;
 use podrestore_agent::namespaces::Namespace;
 
 /// Arguments of `podrestore-agent checkpoint`.
@@ -30,18 +30,8 @@ pub struct Args {
     /// Leave the process tree running after the dump.
     #[arg(long)]
     leave_running: bool,
-    /// Dump established TCP connections.
-    #[arg(long)]
-    tcp_established: bool,
-    /// Allow external unix sockets.
-    #[arg(long)]
-    ext_unix_sk: bool,
-    /// The tree was started from a shell (has a controlling terminal).
-    #[arg(long)]
-    shell_job: bool,
-    /// Dump file locks.
-    #[arg(long)]
-    file_locks: bool,
+    #[command(flatten)]
+    switches: super::Switches,
     /// Cgroup handling: soft, full, strict or ignore (absent: CRIU's default).
     #[arg(long, value_name = "MODE")]
     manage_cgroups_mode: Option<String>,
@@ -87,13 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .transpose()?;
     let mut request = CheckpointRequest::new(args.pid, namespaces, args.output);
     request.leave_running = args.leave_running;
-    request.flags = CriuFlags {
-        tcp_established: args.tcp_established,
-        ext_unix_sk: args.ext_unix_sk,
-        shell_job: args.shell_job,
-        file_locks: args.file_locks,
-        ..CriuFlags::default()
-    };
+    request.flags = args.switches.flags();
     request.manage_cgroups_mode = args.manage_cgroups_mode;
     request.network_lock = network_lock;
     request.work_root = args.work_dir;

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use podrestore_agent::criu::options::CriuFlags;
 
 mod checkpoint;
 mod inspect;
@@ -35,6 +36,37 @@ enum Command {
     /// Restore inside a target container's PID namespace (started by `serve`).
     #[command(hide = true)]
     RestoreShim(restore_shim::Args),
+}
+
+/// runc's switches for what CRIU may dump and restore, the same on `plan`,
+/// `checkpoint` and `restore` (runc's flag names).
+#[derive(Debug, clap::Args)]
+struct Switches {
+    /// Established TCP connections are dumped and restored.
+    #[arg(long)]
+    tcp_established: bool,
+    /// External unix sockets are allowed.
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// The tree was started from a shell (has a controlling terminal).
+    #[arg(long)]
+    shell_job: bool,
+    /// File locks are dumped and restored.
+    #[arg(long)]
+    file_locks: bool,
+}
+
+impl Switches {
+    /// CRIU's flags for these switches, the others off.
+    fn flags(&self) -> CriuFlags {
+        CriuFlags {
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            shell_job: self.shell_job,
+            file_locks: self.file_locks,
+            ..CriuFlags::default()
+        }
+    }
 }
 
 /// Runs the chosen subcommand and maps its outcome to the process exit status:

@@ -47,18 +47,8 @@ pub struct Args {
     /// CRIU's root directory (the bind-mounted container rootfs).
     #[arg(long, value_name = "DIR")]
     root: Option<String>,
-    /// Restore established TCP connections.
-    #[arg(long)]
-    tcp_established: bool,
-    /// Allow external unix sockets.
-    #[arg(long)]
-    ext_unix_sk: bool,
-    /// The process was started from a shell (has a controlling terminal).
-    #[arg(long)]
-    shell_job: bool,
-    /// Restore file locks.
-    #[arg(long)]
-    file_locks: bool,
+    #[command(flatten)]
+    switches: super::Switches,
     /// Punch holes into image pages as they are restored.
     #[arg(long)]
     auto_dedup: bool,
@@ -108,16 +98,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .transpose()?
         // Beyond runc: the same default as `restore`, so the plan shows what
         // a restore would really send.
-        .or_else(|| netlock::automatic(criu_version, args.tcp_established));
+        .or_else(|| netlock::automatic(criu_version, args.switches.tcp_established));
     let options = RestoreOptions {
         root: args.root,
         flags: CriuFlags {
-            tcp_established: args.tcp_established,
-            ext_unix_sk: args.ext_unix_sk,
-            shell_job: args.shell_job,
-            file_locks: args.file_locks,
             auto_dedup: args.auto_dedup,
             lazy_pages: args.lazy_pages,
+            ..args.switches.flags()
         },
         manage_cgroups_mode: args.manage_cgroups_mode,
         lsm_profile: args.lsm_profile,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use podrestore_agent::archive::Limits;
 use podrestore_agent::checkpoint::DEFAULT_WORK_ROOT;
 use podrestore_agent::criu::Criu;
-use podrestore_agent::criu::options::{CriuFlags, NetworkLock};
+use podrestore_agent::criu::options::NetworkLock;
 use podrestore_agent::namespaces::Namespace;
 use podrestore_agent::restore::{CheckpointSource, RestoreRequest, restore};
 use podrestore_agent::sys::process::{Ended, wait_child};
@@ -54,21 +54,11 @@ pub struct Args {
     /// right for a tree that shared the host's mount namespace.
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Restore established TCP connections.
-    #[arg(long)]
-    tcp_established: bool,
+    #[command(flatten)]
+    switches: super::Switches,
     /// Restore established TCP connections closed (not a runc option).
     #[arg(long)]
     tcp_close: bool,
-    /// Allow external unix sockets.
-    #[arg(long)]
-    ext_unix_sk: bool,
-    /// The tree was started from a shell (has a controlling terminal).
-    #[arg(long)]
-    shell_job: bool,
-    /// Restore file locks.
-    #[arg(long)]
-    file_locks: bool,
     /// Cgroup handling: soft, full, strict or ignore (empty: CRIU's default).
     #[arg(long, value_name = "MODE", default_value = "")]
     manage_cgroups_mode: String,
@@ -134,13 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         namespaces,
         root: args.root,
-        flags: CriuFlags {
-            tcp_established: args.tcp_established,
-            ext_unix_sk: args.ext_unix_sk,
-            shell_job: args.shell_job,
-            file_locks: args.file_locks,
-            ..CriuFlags::default()
-        },
+        flags: args.switches.flags(),
         tcp_close: args.tcp_close,
         manage_cgroups_mode: args.manage_cgroups_mode,
         network_lock,

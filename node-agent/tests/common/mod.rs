@@ -134,6 +134,11 @@ pub struct Sandbox {
     unshare: Child,
     /// The host PID of the placeholder init.
     pub init: i32,
+    /// The workloads' working directory. The sandbox shares the host's mount
+    /// namespace, whose `/proc` is not its PID namespace's, so CRIU's parasite
+    /// mounts a `/proc` of its own at `proc.crtools` in the dumped task's
+    /// working directory: two dumps at once must not share one.
+    cwd: tempfile::TempDir,
 }
 
 impl Sandbox {
@@ -162,7 +167,8 @@ impl Sandbox {
                 .into_iter()
                 .find(|&pid| comm(pid).starts_with("python3"))
         });
-        Self { unshare, init }
+        let cwd = tempfile::tempdir().expect("a working directory for the sandbox");
+        Self { unshare, init, cwd }
     }
 
     /// `/proc/<init>/ns/<kind>`.
@@ -224,6 +230,7 @@ impl Sandbox {
         let nsenter = Command::new("nsenter")
             .args(["-t", &self.init.to_string(), "-p", "-n", "-i", "-u", "--"])
             .args(["setsid", "sh", "-c", script])
+            .current_dir(self.cwd.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
