@@ -1,6 +1,7 @@
-//! What a scenario sees of the node from the host: processes by PID and the
-//! firewall of a network namespace. The nodes of the local cluster share the
-//! host's PID namespace, so a host PID names the same process everywhere.
+//! What a scenario sees of the node from the host: processes by PID, files'
+//! digests and the firewall of a network namespace. The nodes of the local
+//! cluster share the host's PID namespace, so a host PID names the same
+//! process everywhere.
 
 use std::{path::Path, process::Command};
 
@@ -21,7 +22,7 @@ pub fn start_ticks(pid: i64) -> Option<String> {
 /// A host PID of a process in container `id` (`containerd://<id>` or the bare
 /// ID): one whose cgroup lines all end with the ID.
 pub fn container_pid(id: &str) -> Result<i64> {
-    let id = id.split_once("://").map_or(id, |(_, id)| id);
+    let id = crate::pods::bare_container_id(id);
     for entry in std::fs::read_dir("/proc")? {
         let Some(pid) = entry?.file_name().to_str().and_then(|p| p.parse().ok()) else {
             continue;
@@ -34,6 +35,26 @@ pub fn container_pid(id: &str) -> Result<i64> {
         }
     }
     bail!("no process of container {id} runs")
+}
+
+/// The SHA-256 of a file, as `sha256sum` prints it.
+pub fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("run sha256sum")?;
+    if !out.status.success() {
+        bail!(
+            "sha256sum {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .context("no digest from sha256sum")
 }
 
 /// What a restore must leave as it found it in the firewall of the network

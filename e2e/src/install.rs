@@ -1,8 +1,9 @@
-//! podrestore on the local cluster for one scenario: the CRD, the operator as a
-//! host process with the admin kubeconfig, and one agent (`podrestore-agent
+//! podrestore on the local cluster for one scenario: the CRDs, the operator as
+//! a host process with the admin kubeconfig, and one agent (`podrestore-agent
 //! serve`) it reaches over mutual TLS, either as a plain host process or
 //! inside the node's mount namespace, where the container runtime's mounts
-//! (container root file systems, volumes) are visible as on a real node.
+//! (container root file systems, volumes) are visible as on a real node; or,
+//! on a two-node cluster, an agent in each node's mount namespace.
 //!
 //! The operator and agent binaries come from the cargo target directory the
 //! tests were built in (`cargo build -p podrestore-operator -p podrestore-agent`
@@ -21,9 +22,11 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject},
+    api::{ApiResource, DeleteParams, DynamicObject},
 };
-use podrestore_crds::{CHART_CRD_PATH, v1alpha1::PodRestore};
+use podrestore_crds::{
+    CHART_CHECKPOINT_CRD_PATH, CHART_CRD_PATH, podcheckpoint::PodCheckpoint, v1alpha1::PodRestore,
+};
 use serde_json::{Value, json};
 
 use crate::{Cluster, TestNamespace, wait_until};
@@ -156,19 +159,33 @@ impl Drop for Process {
     }
 }
 
-/// Installs the CRD (idempotent, shared by every scenario) and waits until it
-/// is served.
-pub fn install_crd(cluster: &Cluster) -> Result<()> {
-    let crd = crate::e2e_dir().join("..").join(CHART_CRD_PATH);
+/// Applies the chart's CRD file `path` (idempotent, shared by every scenario)
+/// and waits until the API server serves `name`.
+fn apply_crd(cluster: &Cluster, path: &str, name: &str) -> Result<()> {
+    let crd = crate::e2e_dir().join("..").join(path);
     let crd = crd.to_str().context("path is not UTF-8")?;
     cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
     cluster.kubectl(&[
         "wait",
         "--for=condition=Established",
-        "crd/podrestores.podrestore.io",
+        &format!("crd/{name}"),
         "--timeout=60s",
     ])?;
     Ok(())
+}
+
+/// Installs the PodRestore CRD and waits until it is served.
+pub fn install_crd(cluster: &Cluster) -> Result<()> {
+    apply_crd(cluster, CHART_CRD_PATH, "podrestores.podrestore.io")
+}
+
+/// Installs the PodCheckpoint CRD and waits until it is served.
+pub fn install_checkpoint_crd(cluster: &Cluster) -> Result<()> {
+    apply_crd(
+        cluster,
+        CHART_CHECKPOINT_CRD_PATH,
+        "podcheckpoints.podrestore.io",
+    )
 }
 
 /// The PodRestores of namespace `ns`.
@@ -181,6 +198,25 @@ pub fn podrestore(ns: &str, name: &str, spec: Value) -> Result<DynamicObject> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "podrestore.io/v1alpha1",
         "kind": "PodRestore",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))?)
+}
+
+/// The PodCheckpoints of namespace `ns`.
+pub fn podcheckpoints(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<PodCheckpoint>(&()),
+    )
+}
+
+/// A PodCheckpoint object with `spec`.
+pub fn podcheckpoint(ns: &str, name: &str, spec: Value) -> Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "podrestore.io/v1alpha1",
+        "kind": "PodCheckpoint",
         "metadata": {"name": name, "namespace": ns},
         "spec": spec,
     }))?)
@@ -217,6 +253,24 @@ pub async fn condition(
     )
     .await;
     found.with_context(logs)
+}
+
+/// Deletes PodRestore `name` and waits until it is gone (its finalizer ran).
+/// `logs` is appended to a failure.
+pub async fn delete_podrestore(
+    api: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) -> Result<()> {
+    api.delete(name, &DeleteParams::default()).await?;
+    wait_until(
+        &format!("PodRestore {name} to be gone"),
+        timeout,
+        || async { Ok(api.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+    .with_context(logs)
 }
 
 /// Arguments of an operator that serves only `ns` and keeps its Lease and
@@ -283,21 +337,30 @@ pub enum AgentPlace {
     Node,
 }
 
-/// The node's mount namespace file, from `e2e/cluster env`.
-pub fn node_mount_namespace(node: &str) -> Result<PathBuf> {
+/// The cluster's state directory, from `e2e/cluster env`.
+fn cluster_state() -> Result<PathBuf> {
     let state = std::env::var("PODRESTORE_E2E_STATE")
         .context("PODRESTORE_E2E_STATE is not set: eval \"$(e2e/cluster env)\" first")?;
-    Ok(Path::new(&state).join("ns").join(format!("{node}-mnt")))
+    Ok(state.into())
+}
+
+/// The node's mount namespace file, from `e2e/cluster env`.
+pub fn node_mount_namespace(node: &str) -> Result<PathBuf> {
+    Ok(cluster_state()?.join("ns").join(format!("{node}-mnt")))
 }
 
 /// The node's containerd socket, from `e2e/cluster env`.
 pub fn node_containerd_socket(node: &str) -> Result<PathBuf> {
-    let state = std::env::var("PODRESTORE_E2E_STATE")
-        .context("PODRESTORE_E2E_STATE is not set: eval \"$(e2e/cluster env)\" first")?;
-    Ok(Path::new(&state)
+    Ok(cluster_state()?
         .join("nodes")
         .join(node)
         .join("containerd.sock"))
+}
+
+/// The node's kubelet root directory, from `e2e/cluster env`; checkpoints
+/// land in its `checkpoints/`.
+pub fn kubelet_root(node: &str) -> Result<PathBuf> {
+    Ok(cluster_state()?.join("nodes").join(node).join("kubelet"))
 }
 
 /// The CRIU binary the node's containerd uses (`PODRESTORE_CRIU` overrides).
@@ -397,24 +460,31 @@ fn leading(addr: SocketAddr) -> Result<bool> {
         .any(|l| l.trim() == "podrestore_operator_leader 1"))
 }
 
+/// Deletes the PodRestores of namespace `ns` and waits (at most a minute)
+/// until their finalizers ran; for the drop of an installation, while its
+/// operator and agents still run (a failed scenario must not leave a restored
+/// tree or a namespace stuck terminating).
+fn delete_podrestores(kubeconfig: &Path, ns: &str) {
+    let _ = Command::new("kubectl")
+        .args([
+            "delete",
+            "podrestores.podrestore.io",
+            "--all",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for Installation {
     /// Deletes the scenario's PodRestores while the operator and the agent
-    /// still run, so that their finalizers are served (a failed scenario must
-    /// not leave a restored tree or a namespace stuck terminating).
+    /// still run, so that their finalizers are served.
     fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args([
-                "delete",
-                "podrestores.podrestore.io",
-                "--all",
-                "-n",
-                &self.ns.name,
-                "--timeout=60s",
-            ])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_podrestores(&self.kubeconfig, &self.ns.name);
     }
 }
 
@@ -460,44 +530,12 @@ pub async fn install(
     agent_tls_files(client, &ns.name, &tls, || operator.tail()).await?;
     let state = dir.path().join("agent-state");
     let agent_bin = binary("podrestore-agent", "PODRESTORE_AGENT_BIN")?;
-    let mut serve: Vec<String> = vec![
-        "serve".into(),
-        "--node-name".into(),
-        cluster.node.clone(),
-        "--listen".into(),
-        agent_addr.to_string(),
-        "--probe-listen".into(),
-        format!("127.0.0.1:{}", free_port()?),
-        "--tls-cert".into(),
-        tls.join("tls.crt").display().to_string(),
-        "--tls-key".into(),
-        tls.join("tls.key").display().to_string(),
-        "--client-ca".into(),
-        tls.join("ca.crt").display().to_string(),
-        "--state-dir".into(),
-        state.display().to_string(),
-        "--checkpoint-dir".into(),
-        checkpoints.display().to_string(),
-    ];
+    let serve = serve_args(&cluster.node, agent_addr, &tls, &state, &checkpoints)?;
     let (agent_program, agent_args) = match place {
         AgentPlace::Host => (agent_bin, serve),
         AgentPlace::Node => {
             std::fs::create_dir_all(&checkpoints)?;
-            serve.extend([
-                "--runtime-endpoint".into(),
-                node_containerd_socket(&cluster.node)?.display().to_string(),
-                "--criu".into(),
-                criu_binary().display().to_string(),
-            ]);
-            // Only the mount namespace: the agent keeps the host's network, so
-            // the operator reaches it on the loopback interface.
-            let mut args = vec![
-                format!("--mount={}", node_mount_namespace(&cluster.node)?.display()),
-                "--".into(),
-                agent_bin.display().to_string(),
-            ];
-            args.extend(serve);
-            (PathBuf::from("nsenter"), args)
+            in_node(&cluster.node, &agent_bin, serve)?
         }
     };
     let agent = Process::spawn(
@@ -519,6 +557,182 @@ pub async fn install(
         agent_program,
         agent_args,
         agent_addr,
+        kubeconfig: cluster.kubeconfig.clone(),
+    })
+}
+
+/// The arguments of `podrestore-agent serve` for node `node`, listening on
+/// `addr` with the TLS files the operator issued in `tls`.
+fn serve_args(
+    node: &str,
+    addr: SocketAddr,
+    tls: &Path,
+    state: &Path,
+    checkpoints: &Path,
+) -> Result<Vec<String>> {
+    Ok(vec![
+        "serve".into(),
+        "--node-name".into(),
+        node.into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--probe-listen".into(),
+        format!("127.0.0.1:{}", free_port()?),
+        "--tls-cert".into(),
+        tls.join("tls.crt").display().to_string(),
+        "--tls-key".into(),
+        tls.join("tls.key").display().to_string(),
+        "--client-ca".into(),
+        tls.join("ca.crt").display().to_string(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--checkpoint-dir".into(),
+        checkpoints.display().to_string(),
+    ])
+}
+
+/// The program and arguments that run `agent serve` inside node `node`'s
+/// mount namespace, with the node's containerd and CRIU.
+fn in_node(node: &str, agent: &Path, mut serve: Vec<String>) -> Result<(PathBuf, Vec<String>)> {
+    serve.extend([
+        "--runtime-endpoint".into(),
+        node_containerd_socket(node)?.display().to_string(),
+        "--criu".into(),
+        criu_binary().display().to_string(),
+    ]);
+    // Only the mount namespace: the agent keeps the host's network, so the
+    // operator reaches it on the loopback interface.
+    let mut args = vec![
+        format!("--mount={}", node_mount_namespace(node)?.display()),
+        "--".into(),
+        agent.display().to_string(),
+    ];
+    args.extend(serve);
+    Ok((PathBuf::from("nsenter"), args))
+}
+
+/// The operator and the agents of nodes `a` and `b` of a two-node cluster,
+/// each agent in its node's mount namespace serving the kubelet's checkpoint
+/// directory, running for one namespace.
+pub struct TwoNodes {
+    /// The scenario's namespace.
+    pub ns: TestNamespace,
+    /// Logs, TLS files and the agents' state directories.
+    pub dir: tempfile::TempDir,
+    /// The operator.
+    pub operator: Process,
+    /// The agent of node `a`.
+    pub agent_a: Process,
+    /// The agent of node `b`.
+    pub agent_b: Process,
+    addr_a: SocketAddr,
+    addr_b: SocketAddr,
+    kubeconfig: PathBuf,
+}
+
+impl TwoNodes {
+    /// The last lines of the operator's and both agents' logs.
+    pub fn logs(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.operator.tail(),
+            self.agent_a.tail(),
+            self.agent_b.tail()
+        )
+    }
+
+    /// The state directory of node `node`'s agent.
+    pub fn agent_state(&self, node: &str) -> PathBuf {
+        agent_state(self.dir.path(), node)
+    }
+
+    /// Starts the agent of node `node` again with the same arguments and
+    /// state (after it was killed) and waits until it listens.
+    pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
+        let (agent, addr) = match node {
+            "a" => (&mut self.agent_a, self.addr_a),
+            "b" => (&mut self.agent_b, self.addr_b),
+            other => bail!("no agent of node {other}: the installation has nodes a and b"),
+        };
+        let _ = agent.kill();
+        *agent = start_node_agent(node, addr, self.dir.path(), &self.kubeconfig)?;
+        wait_listening(addr, agent).await
+    }
+}
+
+impl Drop for TwoNodes {
+    /// Deletes the scenario's PodRestores while the operator and the agents
+    /// still run, so that their finalizers are served.
+    fn drop(&mut self) {
+        delete_podrestores(&self.kubeconfig, &self.ns.name);
+    }
+}
+
+/// The state directory of node `node`'s agent below `dir`.
+fn agent_state(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("state-{node}"))
+}
+
+/// Starts `podrestore-agent serve` for `node` in the node's mount namespace
+/// (on the host's network, listening on the loopback `addr`), with the TLS
+/// files in `<dir>/tls` and its state in `<dir>/state-<node>`.
+fn start_node_agent(
+    node: &str,
+    addr: SocketAddr,
+    dir: &Path,
+    kubeconfig: &Path,
+) -> Result<Process> {
+    let checkpoints = kubelet_root(node)?.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints)?;
+    let agent = binary("podrestore-agent", "PODRESTORE_AGENT_BIN")?;
+    let serve = serve_args(
+        node,
+        addr,
+        &dir.join("tls"),
+        &agent_state(dir, node),
+        &checkpoints,
+    )?;
+    let (program, args) = in_node(node, &agent, serve)?;
+    Process::spawn(&format!("agent-{node}"), &program, &args, kubeconfig, dir)
+}
+
+/// Installs the CRD, creates a namespace `<prefix>-...` and starts the operator
+/// and the agents of nodes `a` and `b` of a two-node cluster.
+pub async fn install_two_nodes(
+    cluster: &Cluster,
+    client: &kube::Client,
+    prefix: &str,
+) -> Result<TwoNodes> {
+    install_crd(cluster)?;
+    let ns = cluster.namespace(prefix)?;
+    let dir = tempfile::tempdir()?;
+    let addr_a: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let addr_b: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let mut args = operator_args(&ns.name, "op-1", "a", addr_a)?;
+    args.extend(["--agent-endpoint".into(), format!("b={addr_b}")]);
+    let operator = Process::spawn(
+        "operator",
+        &binary("podrestore-operator", "PODRESTORE_OPERATOR_BIN")?,
+        &args,
+        &cluster.kubeconfig,
+        dir.path(),
+    )?;
+    agent_tls_files(client, &ns.name, &dir.path().join("tls"), || {
+        operator.tail()
+    })
+    .await?;
+    let agent_a = start_node_agent("a", addr_a, dir.path(), &cluster.kubeconfig)?;
+    let agent_b = start_node_agent("b", addr_b, dir.path(), &cluster.kubeconfig)?;
+    wait_listening(addr_a, &agent_a).await?;
+    wait_listening(addr_b, &agent_b).await?;
+    Ok(TwoNodes {
+        ns,
+        dir,
+        operator,
+        agent_a,
+        agent_b,
+        addr_a,
+        addr_b,
         kubeconfig: cluster.kubeconfig.clone(),
     })
 }

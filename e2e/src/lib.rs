@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod host;
 pub mod install;
+pub mod pods;
 
 const HOW_TO_START: &str =
     "start the local cluster first: `e2e/cluster up && eval \"$(e2e/cluster env)\"`";
@@ -130,6 +131,29 @@ impl Drop for TestNamespace {
             .env("KUBECONFIG", &self.kubeconfig)
             .output();
     }
+}
+
+/// The cluster from the environment; a scenario without it fails (never
+/// skips), saying how to start it.
+pub fn cluster() -> Cluster {
+    match Cluster::from_env() {
+        Ok(c) => c,
+        Err(e) => panic!("no local cluster: {e:#}"),
+    }
+}
+
+/// The cluster from the environment, which must have the nodes `names`
+/// (`PODRESTORE_E2E_NODES="a b" e2e/cluster up`).
+pub fn cluster_with_nodes(names: &[&str]) -> Cluster {
+    let cluster = cluster();
+    let nodes = std::env::var("PODRESTORE_E2E_NODES").unwrap_or_default();
+    let nodes: Vec<&str> = nodes.split_whitespace().collect();
+    assert!(
+        names.iter().all(|n| nodes.contains(n)),
+        "this test needs nodes {names:?}: PODRESTORE_E2E_NODES=\"{}\" e2e/cluster up (nodes now: {nodes:?})",
+        names.join(" ")
+    );
+    cluster
 }
 
 /// Polls `probe` until it returns `Some`, failing after `timeout` with the last

@@ -19,22 +19,20 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams},
-};
+use kube::{Api, api::PostParams};
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
-    Cluster,
+    Cluster, cluster,
+    host::run_in_netns,
     install::{
-        AgentPlace, condition, install, node_containerd_socket, node_mount_namespace, podrestore,
-        podrestores,
+        AgentPlace, condition, delete_podrestore, install, node_containerd_socket,
+        node_mount_namespace, podrestore, podrestores,
     },
+    pods::{self, CHECKPOINT, MAIN, POD_START, bare_container_id, checkpoint, start_pod},
     wait_until,
 };
 use serde_json::{Value, json};
 
-const POD_START: Duration = Duration::from_secs(120);
 const RESTORE: Duration = Duration::from_secs(120);
 
 /// runc's refusal, as the operator reports the agent's reason and message.
@@ -49,13 +47,6 @@ const WRITTEN_IN_A: &str = "/written-in-a";
 const COUNTER: &str = "echo a > /marker; echo a > /written-in-a; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done";
 /// The target: its own marker, then it only waits.
 const TARGET: &str = "echo b > /marker; exec sleep 3600";
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
 
 /// The program `name` of `e2e/tools`, as `e2e/setup/e2e-tools.sh` links it:
 /// `$PODRESTORE_E2E_TOOLS/<name>`, else below the setup cache.
@@ -76,68 +67,9 @@ fn e2e_tool(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts a busybox pod `name` with one container `main` running `script` on
-/// the cluster's node; returns the container's ID without the runtime prefix.
-async fn start_pod(cluster: &Cluster, pods: &Api<Pod>, name: &str, script: &str) -> Result<String> {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "containers": [{
-                "name": "main",
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", script],
-            }],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    let id = wait_until(&format!("pod {name} running"), POD_START, || async {
-        let status = pods.get(name).await?.status.unwrap_or_default();
-        if status.phase.as_deref() != Some("Running") {
-            return Ok(None);
-        }
-        Ok(status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == "main")
-            .and_then(|c| c.container_id))
-    })
-    .await?;
-    Ok(id
-        .split_once("://")
-        .map_or(id.clone(), |(_, id)| id.to_owned()))
-}
-
 /// Runs `command` in container `main` of `pod`.
 fn exec(cluster: &Cluster, ns: &str, pod: &str, command: &[&str]) -> Result<String> {
-    let mut args = vec!["exec", "-n", ns, pod, "-c", "main", "--"];
-    args.extend_from_slice(command);
-    cluster.kubectl(&args)
-}
-
-/// A checkpoint archive on the node, removed when the scenario ends.
-struct Archive(PathBuf);
-
-impl Drop for Archive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Checkpoints container `main` of `pod` through the kubelet's API.
-async fn checkpoint(client: &kube::Client, node: &str, ns: &str, pod: &str) -> Result<Archive> {
-    let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/{ns}/{pod}/main?timeout=60");
-    let reply: Value = client
-        .request(http::Request::post(path).body(Vec::new())?)
-        .await
-        .context("kubelet checkpoint API")?;
-    let archive = reply["items"][0]
-        .as_str()
-        .with_context(|| format!("no archive in the kubelet's reply {reply}"))?;
-    Ok(Archive(PathBuf::from(archive)))
+    pods::exec(cluster, ns, (pod, MAIN), command)
 }
 
 /// The names in the archive's writable layer (`rootfs-diff.tar`, which
@@ -205,21 +137,9 @@ fn firewall(netns: &Path) -> Result<String> {
         &["ip6tables-save"],
         &["nft", "list", "ruleset"],
     ] {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .arg("--")
-            .args(command)
-            .output()
-            .with_context(|| format!("run {command:?}"))?;
-        if !out.status.success() {
-            bail!(
-                "{command:?} in {}: {}",
-                netns.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let out = run_in_netns(netns, command)?;
         all.push_str(&format!("## {}\n", command.join(" ")));
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
+        for line in out.lines() {
             if line.starts_with('#') {
                 continue;
             }
@@ -312,13 +232,14 @@ async fn restore_into_a_target_with_a_cgroup_namespace_path_is_refused() -> Resu
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     start_pod(&cluster, &pods, "counter", COUNTER).await?;
-    let target_id = start_pod(&cluster, &pods, "target", TARGET).await?;
+    let target = start_pod(&cluster, &pods, "target", TARGET).await?;
+    let target_id = bare_container_id(target.container_id(MAIN)?);
     wait_until("the counter to count", POD_START, || async {
         let count = exec(&cluster, &ns, "counter", &["cat", "/tmp/count"]).unwrap_or_default();
         Ok((count.trim().parse::<u32>().unwrap_or(0) >= 2).then_some(()))
     })
     .await?;
-    let archive = checkpoint(&client, &cluster.node, &ns, "counter").await?;
+    let archive = checkpoint(&client, &cluster.node, &ns, ("counter", MAIN), CHECKPOINT).await?;
     // The layer would overwrite the target's marker and add a file.
     let layer = layer_names(&archive.0)?;
     for path in [MARKER, WRITTEN_IN_A] {
@@ -335,7 +256,7 @@ async fn restore_into_a_target_with_a_cgroup_namespace_path_is_refused() -> Resu
     let changed: Value = serde_json::from_str(&in_node(
         &cluster.node,
         &tool,
-        &["-address", socket, &target_id],
+        &["-address", socket, target_id],
     )?)?;
     let path = changed["path"]
         .as_str()
@@ -406,17 +327,12 @@ async fn restore_into_a_target_with_a_cgroup_namespace_path_is_refused() -> Resu
     let mounts_after = node_mounts(&cluster.node)?;
     let new_mounts: Vec<&String> = mounts_after
         .difference(&mounts_before)
-        .filter(|m| m.contains(&state) || m.contains(&target_id))
+        .filter(|m| m.contains(&state) || m.contains(target_id))
         .collect();
     assert!(new_mounts.is_empty(), "new mounts: {new_mounts:?}");
 
     // Deleting the PodRestore removes the agent's record of it.
-    api.delete("cgroupns", &DeleteParams::default()).await?;
-    wait_until("the PodRestore to be gone", RESTORE, || async {
-        Ok(api.get_opt("cgroupns").await?.is_none().then_some(()))
-    })
-    .await
-    .with_context(|| setup.logs())?;
+    delete_podrestore(&api, "cgroupns", RESTORE, || setup.logs()).await?;
     assert_eq!(
         tree(&work)?,
         Vec::<String>::new(),

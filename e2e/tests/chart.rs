@@ -21,30 +21,24 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams},
+    api::{DynamicObject, ListParams, PostParams},
 };
-use podrestore_crds::{
-    condition::{kind, reason},
-    v1alpha1::PodRestore,
+use podrestore_crds::condition::{kind, reason};
+use podrestore_e2e::{
+    Cluster, TestNamespace, cluster, e2e_dir,
+    install::{delete_podrestore, podrestores},
+    pods::{CHECKPOINT, MAIN, POD_START, checkpoint, count, exec, start_pod},
+    wait_until,
 };
-use podrestore_e2e::{Cluster, TestNamespace, e2e_dir, wait_until};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-const POD_START: Duration = Duration::from_secs(120);
 const RESTORE: Duration = Duration::from_secs(120);
 /// The release name the README's RBAC table is written for.
 const README_RELEASE: &str = "podrestore";
 /// The counter's loop: the value lives in the shell's memory and is written to a file in
 /// the container every second, through a rename so that a reader never finds it empty.
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 1; done";
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
 
 fn chart_dir() -> PathBuf {
     e2e_dir().join("../charts/podrestore")
@@ -623,62 +617,6 @@ async fn ready_pods(client: &kube::Client, release: &Release) -> Result<(usize, 
     .await
 }
 
-/// Starts a busybox pod on the cluster's node running `script` and waits until it runs.
-async fn busybox(
-    cluster: &Cluster,
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    script: &str,
-) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "containers": [{
-                "name": "main",
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", script],
-            }],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(&format!("pod {name} running"), POD_START, || async {
-        let phase = pods.get(name).await?.status.and_then(|s| s.phase);
-        Ok((phase.as_deref() == Some("Running")).then_some(()))
-    })
-    .await
-}
-
-/// Checkpoints container `main` of `pod` through the kubelet API (via the API server's
-/// node proxy) and returns the archive's path on the node.
-async fn checkpoint(client: &kube::Client, node: &str, ns: &str, pod: &str) -> Result<String> {
-    let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/{ns}/{pod}/main?timeout=60");
-    let reply: Value = client
-        .request(http::Request::post(path).body(Vec::new())?)
-        .await
-        .context("kubelet checkpoint API")?;
-    reply["items"][0]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no archive in the kubelet's reply {reply}"))
-}
-
-/// The counter's value in `pod`.
-fn count(cluster: &Cluster, ns: &str, pod: &str) -> Result<u64> {
-    let out = cluster.kubectl(&["exec", "-n", ns, pod, "--", "cat", "/tmp/count"])?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("/tmp/count in {pod} holds {out:?}"))
-}
-
-fn podrestores(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<PodRestore>(&()))
-}
-
 /// Condition `type_` of a PodRestore, or `Null`.
 fn condition_of(object: &DynamicObject, type_: &str) -> Value {
     object.data["status"]["conditions"]
@@ -761,14 +699,8 @@ async fn helm_install_serves_podrestores_and_uninstall_removes_everything() -> R
 
     // A PodRestore reaches the agent through the operator pod over mutual TLS: the
     // operator accepts it, the agent answers, and deleting it resolves the finalizer.
-    busybox(
-        &cluster,
-        &client,
-        &workloads.name,
-        "target",
-        "exec sleep 3600",
-    )
-    .await?;
+    let workload_pods: Api<Pod> = Api::namespaced(client.clone(), &workloads.name);
+    start_pod(&cluster, &workload_pods, "target", "exec sleep 3600").await?;
     let api = podrestores(&client, &workloads.name);
     let missing = format!(
         "{}/checkpoint-missing.tar",
@@ -798,21 +730,10 @@ async fn helm_install_serves_podrestores_and_uninstall_removes_everything() -> R
     )
     .await
     .with_context(|| release.logs(&cluster))?;
-    api.delete("missing-archive", &DeleteParams::default())
-        .await?;
-    wait_until(
-        "the PodRestore to be gone",
-        Duration::from_secs(60),
-        || async {
-            Ok(api
-                .get_opt("missing-archive")
-                .await?
-                .is_none()
-                .then_some(()))
-        },
-    )
-    .await
-    .with_context(|| release.logs(&cluster))?;
+    delete_podrestore(&api, "missing-archive", Duration::from_secs(60), || {
+        release.logs(&cluster)
+    })
+    .await?;
 
     // helm uninstall removes every object it created; what stays is what the README says:
     // the operator's Secrets and Lease (and the CRD, which Helm never deletes).
@@ -891,17 +812,18 @@ async fn restore_into_forensic_pod_through_the_chart() -> Result<()> {
 
     // The demo's flow: a counter, its checkpoint through the kubelet, a forensic pod, a
     // PodRestore, and the counter counting on inside the forensic pod.
-    busybox(&cluster, &client, ns, "counter", COUNTER).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    start_pod(&cluster, &pods, "counter", COUNTER).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = count(&cluster, ns, "counter")?;
-    let archive = checkpoint(&client, &cluster.node, ns, "counter").await?;
-    busybox(&cluster, &client, ns, "forensic", "exec sleep 3600").await?;
+    let before = count(&cluster, ns, ("counter", MAIN))?;
+    let archive = checkpoint(&client, &cluster.node, ns, ("counter", MAIN), CHECKPOINT).await?;
+    start_pod(&cluster, &pods, "forensic", "exec sleep 3600").await?;
     let manifest = json!({
         "apiVersion": "podrestore.io/v1alpha1",
         "kind": "PodRestore",
         "metadata": {"name": "counter-restore", "namespace": ns},
         "spec": {
-            "checkpoint": {"archive": {"nodeName": cluster.node, "path": archive}},
+            "checkpoint": {"archive": {"nodeName": cluster.node, "path": archive.path()}},
             "target": {"podName": "forensic"},
         },
     });
@@ -939,36 +861,25 @@ async fn restore_into_forensic_pod_through_the_chart() -> Result<()> {
         object.data["status"]
     );
 
-    let ps = cluster.kubectl(&["exec", "-n", ns, "forensic", "--", "ps"])?;
+    let ps = exec(&cluster, ns, ("forensic", MAIN), &["ps"])?;
     assert!(
         ps.contains("i=$((i+1))"),
         "the counter is not in the forensic pod:\n{ps}"
     );
-    let first = count(&cluster, ns, "forensic")?;
+    let first = count(&cluster, ns, ("forensic", MAIN))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let second = count(&cluster, ns, "forensic")?;
+    let second = count(&cluster, ns, ("forensic", MAIN))?;
     assert!(
         first >= before && second > first,
         "the restored counter does not count on: {before} before the checkpoint, then {first}, {second}"
     );
 
     // Deleting the PodRestore stops the restored tree; then uninstall.
-    api.delete("counter-restore", &DeleteParams::default())
-        .await?;
-    wait_until(
-        "the PodRestore to be gone",
-        Duration::from_secs(60),
-        || async {
-            Ok(api
-                .get_opt("counter-restore")
-                .await?
-                .is_none()
-                .then_some(()))
-        },
-    )
-    .await
-    .with_context(|| release.logs(&cluster))?;
-    let ps = cluster.kubectl(&["exec", "-n", ns, "forensic", "--", "ps"])?;
+    delete_podrestore(&api, "counter-restore", Duration::from_secs(60), || {
+        release.logs(&cluster)
+    })
+    .await?;
+    let ps = exec(&cluster, ns, ("forensic", MAIN), &["ps"])?;
     assert!(
         !ps.contains("i=$((i+1))"),
         "the restored counter still runs after its PodRestore was deleted:\n{ps}"

@@ -13,17 +13,12 @@ use kube::{
     Api,
     api::{ListParams, PostParams},
 };
-use podrestore_e2e::{Cluster, TestNamespace, e2e_dir, wait_until};
+use podrestore_e2e::{
+    Cluster, TestNamespace, cluster, e2e_dir,
+    pods::{CHECKPOINT, POD_START, PodOptions, checkpoint, start_pod_with},
+    wait_until,
+};
 use serde_json::json;
-
-const POD_START: Duration = Duration::from_secs(120);
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
 
 /// A Deployment of one busybox pod labelled `app=<name>` running `script`.
 fn deployment(cluster: &Cluster, name: &str, script: &str) -> Result<Deployment> {
@@ -272,36 +267,27 @@ async fn kubelet_checkpoint_api_writes_archive() -> Result<()> {
     let client = cluster.client().await?;
     let ns = cluster.namespace("e2e-ckpt")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "counter", "labels": {"app": "counter"}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "containers": [{
-                "name": "count",
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 1; done"],
-            }],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    running_pod(&client, &ns, "counter").await?;
+    let counter = "i=0; while true; do i=$((i+1)); echo $i; sleep 1; done";
+    let containers = [("count", counter)];
+    start_pod_with(
+        &cluster,
+        &pods,
+        "counter",
+        &containers,
+        PodOptions::default(),
+    )
+    .await?;
 
     // The kubelet API through the API server's node proxy.
-    let path = format!(
-        "/api/v1/nodes/{}/proxy/checkpoint/{}/counter/count?timeout=60",
-        cluster.node, ns.name
-    );
-    let request = http::Request::post(path).body(Vec::new())?;
-    let reply: serde_json::Value = client
-        .request(request)
-        .await
-        .context("kubelet checkpoint API")?;
-    let archive = reply["items"][0]
-        .as_str()
-        .with_context(|| format!("no archive in the kubelet's reply {reply}"))?;
-    let archive = Path::new(archive);
+    let taken = checkpoint(
+        &client,
+        &cluster.node,
+        &ns.name,
+        ("counter", "count"),
+        CHECKPOINT,
+    )
+    .await?;
+    let archive = taken.path();
     assert!(
         archive.starts_with(cluster.kubelet_root.join("checkpoints")),
         "archive {} is not under the kubelet's checkpoints directory",
@@ -311,10 +297,8 @@ async fn kubelet_checkpoint_api_writes_archive() -> Result<()> {
         .with_context(|| format!("archive {}", archive.display()))?
         .len();
     assert!(size > 0, "archive {} is empty", archive.display());
-    let inventory = has_criu_inventory(archive);
-    std::fs::remove_file(archive)?;
     assert!(
-        inventory?,
+        has_criu_inventory(archive)?,
         "archive {} has no CRIU inventory",
         archive.display()
     );

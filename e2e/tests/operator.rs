@@ -22,53 +22,21 @@ use kube::{
 };
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
-    Cluster,
+    Cluster, cluster,
     install::{
         AgentPlace, CONDITION, Installation, Process, binary, free_port, install, install_crd,
         operator_args, podrestore, podrestores,
     },
+    pods::start_pod,
     wait_until,
 };
 use serde_json::{Value, json};
-
-const POD_START: Duration = Duration::from_secs(120);
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
 
 fn valid_spec(node: &str, path: &str, pod: &str) -> Value {
     json!({
         "checkpoint": {"archive": {"nodeName": node, "path": path}},
         "target": {"podName": pod},
     })
-}
-
-/// Starts a busybox pod that sleeps and waits until it runs.
-async fn sleeper(cluster: &Cluster, client: &kube::Client, ns: &str, name: &str) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "main",
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", "exec sleep 3600"],
-            }],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(&format!("pod {name} running"), POD_START, || async {
-        let pod = pods.get(name).await?;
-        let phase = pod.status.and_then(|s| s.phase);
-        Ok((phase.as_deref() == Some("Running")).then_some(()))
-    })
-    .await
 }
 
 /// Waits until condition `type_` of PodRestore `name` has `status` and `reason`; returns
@@ -221,7 +189,8 @@ async fn refused_requests_end_in_a_condition_and_leave_the_node_untouched() -> R
     let setup = setup(&cluster, &client, "pr-refuse").await?;
     let ns = setup.ns.name.clone();
     let api = podrestores(&client, &ns);
-    sleeper(&cluster, &client, &ns, "forensic").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    start_pod(&cluster, &pods, "forensic", "exec sleep 3600").await?;
     let missing = setup.checkpoints.join("missing.tar");
     let missing = missing.to_str().context("path is not UTF-8")?;
 

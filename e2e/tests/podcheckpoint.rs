@@ -10,23 +10,25 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{ApiResource, DynamicObject, PostParams},
-};
+use kube::{Api, api::PostParams};
 use podrestore_crds::{
-    CHART_CHECKPOINT_CRD_PATH,
     condition::{kind, reason},
-    podcheckpoint::{PodCheckpoint, condition as pcp},
+    podcheckpoint::condition as pcp,
 };
 use podrestore_e2e::{
-    Cluster,
-    install::{AgentPlace, condition, install, podrestore, podrestores},
-    wait_until,
+    cluster,
+    host::sha256,
+    install::{
+        AgentPlace, condition, install, install_checkpoint_crd, podcheckpoint, podcheckpoints,
+        podrestore, podrestores,
+    },
+    pods::{
+        Archive, MAIN, PodOptions, apply_forensic_pod, count, counted_to, create_pod, exec,
+        running, sh, start_pod,
+    },
 };
 use serde_json::json;
 
-const POD_START: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(120);
 
 /// The counter's loop: the value lives in the shell's memory and is written
@@ -34,87 +36,6 @@ const STEP: Duration = Duration::from_secs(120);
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done";
 /// A piece of the counter's command line that `ps` shows.
 const COUNTER_MARK: &str = "i=$((i+1))";
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
-
-/// Applies the PodCheckpoint CRD from the chart and waits until it is served.
-fn install_checkpoint_crd(cluster: &Cluster) -> Result<()> {
-    let crd = podrestore_e2e::e2e_dir()
-        .join("..")
-        .join(CHART_CHECKPOINT_CRD_PATH);
-    let crd = crd.to_str().context("path is not UTF-8")?;
-    cluster.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/podcheckpoints.podrestore.io",
-        "--timeout=60s",
-    ])?;
-    Ok(())
-}
-
-/// Starts a one-container busybox pod running `script` on the cluster's node
-/// and waits until it runs.
-async fn start_pod(cluster: &Cluster, pods: &Api<Pod>, name: &str, script: &str) -> Result<()> {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "containers": [{
-                "name": "main",
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", script],
-            }],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(&format!("pod {name} running"), POD_START, || async {
-        let pod = pods.get(name).await?;
-        let status = pod.status.unwrap_or_default();
-        let started = status.phase.as_deref() == Some("Running")
-            && status
-                .container_statuses
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.started == Some(true));
-        Ok(started.then_some(()))
-    })
-    .await
-}
-
-/// The counter's value in a pod (its `/tmp/count`).
-fn count(cluster: &Cluster, ns: &str, pod: &str) -> Result<u64> {
-    let out = cluster.kubectl(&["exec", "-n", ns, pod, "--", "cat", "/tmp/count"])?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("/tmp/count in {pod} holds {out:?}"))
-}
-
-/// Removes a checkpoint archive when the scenario ends.
-struct Archive(std::path::PathBuf);
-
-impl Drop for Archive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// `sha256sum` of a file.
-fn sha256(path: &std::path::Path) -> Result<String> {
-    let out = std::process::Command::new("sha256sum").arg(path).output()?;
-    let text = String::from_utf8(out.stdout)?;
-    text.split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .with_context(|| format!("sha256sum {}: {text:?}", path.display()))
-}
 
 #[tokio::test]
 async fn checkpoint_through_podcheckpoint_and_restore_it_by_name() -> Result<()> {
@@ -126,24 +47,14 @@ async fn checkpoint_through_podcheckpoint_and_restore_it_by_name() -> Result<()>
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     start_pod(&cluster, &pods, "counter", COUNTER).await?;
     start_pod(&cluster, &pods, "forensic", "exec sleep 3600").await?;
-    wait_until("the counter to count", Duration::from_secs(60), || async {
-        Ok((count(&cluster, &ns, "counter")? >= 3).then_some(()))
-    })
-    .await?;
+    counted_to(&cluster, &ns, ("counter", MAIN), 3, Duration::from_secs(60)).await?;
 
     // The PodCheckpoint reaches Checkpointed with the archive's facts.
-    let checkpoints = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<PodCheckpoint>(&()),
-    );
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "podrestore.io/v1alpha1",
-        "kind": "PodCheckpoint",
-        "metadata": {"name": "snap", "namespace": ns},
-        "spec": {"podName": "counter"},
-    }))?;
-    checkpoints.create(&PostParams::default(), &object).await?;
+    let checkpoints = podcheckpoints(&client, &ns);
+    let spec = json!({"podName": "counter"});
+    checkpoints
+        .create(&PostParams::default(), &podcheckpoint(&ns, "snap", spec)?)
+        .await?;
     condition(
         &checkpoints,
         "snap",
@@ -212,16 +123,18 @@ async fn checkpoint_through_podcheckpoint_and_restore_it_by_name() -> Result<()>
     assert!(chain["checkpointTime"].is_string(), "{status}");
 
     // The counter runs on in the forensic pod.
-    let ps = cluster.kubectl(&["exec", "-n", &ns, "forensic", "--", "ps"])?;
+    let ps = exec(&cluster, &ns, ("forensic", MAIN), &["ps"])?;
     assert!(
         ps.lines().any(|l| l.contains(COUNTER_MARK)),
         "no counter in pod forensic:\n{ps}"
     );
-    let first = count(&cluster, &ns, "forensic")?;
-    wait_until(
-        "the restored counter to go on",
+    let first = count(&cluster, &ns, ("forensic", MAIN))?;
+    counted_to(
+        &cluster,
+        &ns,
+        ("forensic", MAIN),
+        first + 1,
         Duration::from_secs(30),
-        || async { Ok((count(&cluster, &ns, "forensic")? > first).then_some(())) },
     )
     .await?;
     Ok(())
@@ -271,18 +184,11 @@ async fn podrestore_waits_for_a_missing_podcheckpoint() -> Result<()> {
 
     // A PodCheckpoint of a pod that does not exist waits with a reason, and its spec
     // cannot change.
-    let checkpoints = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<PodCheckpoint>(&()),
-    );
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "podrestore.io/v1alpha1",
-        "kind": "PodCheckpoint",
-        "metadata": {"name": "ghost", "namespace": ns},
-        "spec": {"podName": "ghost"},
-    }))?;
-    checkpoints.create(&PostParams::default(), &object).await?;
+    let checkpoints = podcheckpoints(&client, &ns);
+    let spec = json!({"podName": "ghost"});
+    checkpoints
+        .create(&PostParams::default(), &podcheckpoint(&ns, "ghost", spec)?)
+        .await?;
     let message = condition(
         &checkpoints,
         "ghost",
@@ -305,19 +211,6 @@ async fn podrestore_waits_for_a_missing_podcheckpoint() -> Result<()> {
     Ok(())
 }
 
-/// The forensic target pod of `e2e/testdata/forensic/target.yaml`.
-fn forensic_manifest() -> std::path::PathBuf {
-    podrestore_e2e::e2e_dir().join("testdata/forensic/target.yaml")
-}
-
-/// Runs `script` with `sh -c` in a pod's container; its output, or the error
-/// (non-zero exit) as text.
-fn sh(cluster: &Cluster, ns: &str, pod: &str, container: &str, script: &str) -> Result<String> {
-    cluster.kubectl(&[
-        "exec", "-n", ns, pod, "-c", container, "--", "sh", "-c", script,
-    ])
-}
-
 #[tokio::test]
 async fn restore_into_forensic_pod() -> Result<()> {
     let cluster = cluster();
@@ -328,74 +221,29 @@ async fn restore_into_forensic_pod() -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
     // The suspect: a counter, and a server the test tries to reach.
-    let suspect: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "suspect"},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "containers": [
-                {"name": "main", "image": cluster.busybox_image, "imagePullPolicy": "IfNotPresent",
-                 "command": ["/bin/sh", "-c", COUNTER]},
-                {"name": "web", "image": cluster.busybox_image, "imagePullPolicy": "IfNotPresent",
-                 "command": ["/bin/sh", "-c", "while true; do echo reached | nc -l -p 8080; done"]},
-            ],
-        },
-    }))?;
-    pods.create(&PostParams::default(), &suspect).await?;
+    let web = "while true; do echo reached | nc -l -p 8080; done";
+    let suspect = [(MAIN, COUNTER), ("web", web)];
+    create_pod(&cluster, &pods, "suspect", &suspect, PodOptions::default()).await?;
     start_pod(&cluster, &pods, "probe", "exec sleep 3600").await?;
     // The documented pod, placed on the node the one agent serves.
-    let manifest = std::fs::read_to_string(forensic_manifest())?;
-    let placed = manifest.replacen(
-        "spec:\n  # No ServiceAccount",
-        &format!("spec:\n  nodeName: {}\n  # No ServiceAccount", cluster.node),
-        1,
-    );
-    assert_ne!(
-        placed, manifest,
-        "target.yaml changed shape; place the pod another way"
-    );
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), placed)?;
-    let file_path = file.path().to_str().context("path is not UTF-8")?;
-    cluster.kubectl(&["apply", "-n", &ns, "-f", file_path])?;
-    let suspect_ip = wait_until("pods suspect and forensic running", POD_START, || async {
-        let running = |pod: Pod| {
-            let status = pod.status.unwrap_or_default();
-            let started = status.phase.as_deref() == Some("Running")
-                && status
-                    .container_statuses
-                    .unwrap_or_default()
-                    .iter()
-                    .all(|c| c.started == Some(true));
-            started.then_some(status.pod_ip).flatten()
-        };
-        let suspect = running(pods.get("suspect").await?);
-        let forensic = running(pods.get("forensic").await?);
-        Ok(suspect.zip(forensic).map(|(ip, _)| ip))
-    })
-    .await?;
-    wait_until("the counter to count", Duration::from_secs(60), || async {
-        Ok((count(&cluster, &ns, "suspect")? >= 3).then_some(()))
-    })
-    .await?;
+    apply_forensic_pod(&cluster, &ns, &cluster.node)?;
+    let suspect_ip = running(&pods, "suspect").await?.ip;
+    running(&pods, "forensic").await?;
+    counted_to(&cluster, &ns, ("suspect", MAIN), 3, Duration::from_secs(60)).await?;
     // An ordinary pod reaches the suspect's server: the negative check below means
     // something.
     let reach = format!("nc -w 3 {suspect_ip} 8080 </dev/null");
-    let reached = sh(&cluster, &ns, "probe", "main", &reach)?;
+    let reached = sh(&cluster, &ns, ("probe", MAIN), &reach)?;
     assert!(reached.contains("reached"), "probe got {reached:?}");
 
-    let checkpoints = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<PodCheckpoint>(&()),
-    );
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "podrestore.io/v1alpha1",
-        "kind": "PodCheckpoint",
-        "metadata": {"name": "suspect", "namespace": ns},
-        "spec": {"podName": "suspect", "container": "main"},
-    }))?;
-    checkpoints.create(&PostParams::default(), &object).await?;
+    let checkpoints = podcheckpoints(&client, &ns);
+    let spec = json!({"podName": "suspect", "container": "main"});
+    checkpoints
+        .create(
+            &PostParams::default(),
+            &podcheckpoint(&ns, "suspect", spec)?,
+        )
+        .await?;
     condition(
         &checkpoints,
         "suspect",
@@ -430,26 +278,28 @@ async fn restore_into_forensic_pod() -> Result<()> {
     .await?;
 
     // The restored counter runs on in the forensic pod...
-    let ps = sh(&cluster, &ns, "forensic", "main", "ps")?;
+    let ps = sh(&cluster, &ns, ("forensic", MAIN), "ps")?;
     assert!(
         ps.lines().any(|l| l.contains(COUNTER_MARK)),
         "no counter in pod forensic:\n{ps}"
     );
-    let first = count(&cluster, &ns, "forensic")?;
-    wait_until(
-        "the restored counter to go on",
+    let first = count(&cluster, &ns, ("forensic", MAIN))?;
+    counted_to(
+        &cluster,
+        &ns,
+        ("forensic", MAIN),
+        first + 1,
         Duration::from_secs(30),
-        || async { Ok((count(&cluster, &ns, "forensic")? > first).then_some(())) },
     )
     .await?;
     // ...in a network namespace that reaches nothing: not the suspect's address...
-    let blocked = sh(&cluster, &ns, "forensic", "main", &reach);
+    let blocked = sh(&cluster, &ns, ("forensic", MAIN), &reach);
     assert!(
         !blocked.as_ref().is_ok_and(|out| out.contains("reached")),
         "the forensic pod reached the suspect: {blocked:?}"
     );
     // ...with only loopback up...
-    let links = sh(&cluster, &ns, "forensic", "main", "ip -o link show up")?;
+    let links = sh(&cluster, &ns, ("forensic", MAIN), "ip -o link show up")?;
     let up: Vec<&str> = links
         .lines()
         .filter_map(|l| l.split(':').nth(1).map(str::trim))
@@ -459,8 +309,7 @@ async fn restore_into_forensic_pod() -> Result<()> {
     let token = sh(
         &cluster,
         &ns,
-        "forensic",
-        "main",
+        ("forensic", MAIN),
         "ls -A /var/run/secrets/kubernetes.io/serviceaccount",
     );
     assert_eq!(
@@ -468,7 +317,7 @@ async fn restore_into_forensic_pod() -> Result<()> {
         Some(""),
         "the ServiceAccount path in the forensic pod holds something: {token:?}"
     );
-    let write = sh(&cluster, &ns, "forensic", "main", "echo x > /evidence/x");
+    let write = sh(&cluster, &ns, ("forensic", MAIN), "echo x > /evidence/x");
     assert!(write.is_err(), "the evidence volume is writable: {write:?}");
     Ok(())
 }

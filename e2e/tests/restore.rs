@@ -12,10 +12,7 @@
 //! and status, `kubectl exec B -- ps` and the counter's files inside B, and on
 //! the node the restored PID's PID namespaces and cgroups.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
@@ -25,13 +22,20 @@ use kube::{
 };
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
-    Cluster, TestNamespace,
-    install::{AgentPlace, CONDITION, Installation, condition, install, podrestore, podrestores},
+    Cluster, TestNamespace, cluster,
+    host::start_ticks,
+    install::{
+        AgentPlace, CONDITION, Installation, condition, delete_podrestore, install, podrestore,
+        podrestores,
+    },
+    pods::{
+        self, Archive, CHECKPOINT, PodOptions, bare_container_id, checkpoint, count, exec,
+        start_pod_with,
+    },
     wait_until,
 };
 use serde_json::json;
 
-const POD_START: Duration = Duration::from_secs(120);
 const RESTORE: Duration = Duration::from_secs(120);
 
 /// The counter's loop: the value lives in the shell's memory; every second it
@@ -48,110 +52,6 @@ const IDLE: &str = "exec sleep 3600";
 const SOURCE: (&str, &str) = ("counter", "count");
 /// Pod B and the container restored into.
 const TARGET: (&str, &str) = ("forensic", "main");
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
-
-/// Starts a busybox pod on the cluster's node with `containers` (name,
-/// script), sharing one process namespace when `shared`, and waits until it
-/// runs; returns the ID (`containerd://...`) of its container `container`.
-async fn start_pod(
-    cluster: &Cluster,
-    pods: &Api<Pod>,
-    name: &str,
-    shared: bool,
-    containers: &[(&str, &str)],
-    container: &str,
-) -> Result<String> {
-    let specs: Vec<serde_json::Value> = containers
-        .iter()
-        .map(|(name, script)| {
-            json!({
-                "name": name,
-                "image": cluster.busybox_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c", script],
-            })
-        })
-        .collect();
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "nodeName": cluster.node,
-            "shareProcessNamespace": shared,
-            "containers": specs,
-        },
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(&format!("pod {name} running"), POD_START, || async {
-        let pod = pods.get(name).await?;
-        let status = pod.status.unwrap_or_default();
-        if status.phase.as_deref() != Some("Running") {
-            return Ok(None);
-        }
-        Ok(status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == container)
-            .and_then(|c| c.container_id))
-    })
-    .await
-}
-
-/// Checkpoints a container through the kubelet's API (through the API
-/// server's node proxy) and returns the archive's path on the node.
-async fn checkpoint(
-    client: &kube::Client,
-    node: &str,
-    ns: &str,
-    (pod, container): (&str, &str),
-) -> Result<PathBuf> {
-    let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/{ns}/{pod}/{container}?timeout=60");
-    let request = http::Request::post(path).body(Vec::new())?;
-    let reply: serde_json::Value = client
-        .request(request)
-        .await
-        .context("kubelet checkpoint API")?;
-    let archive = reply["items"][0]
-        .as_str()
-        .with_context(|| format!("no archive in the kubelet's reply {reply}"))?;
-    Ok(PathBuf::from(archive))
-}
-
-/// Removes a checkpoint archive when the scenario ends.
-struct Archive(PathBuf);
-
-impl Drop for Archive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Runs `command` in a container (pod, container name) and returns its output.
-fn exec(
-    cluster: &Cluster,
-    ns: &str,
-    (pod, container): (&str, &str),
-    command: &[&str],
-) -> Result<String> {
-    let mut args = vec!["exec", "-n", ns, pod, "-c", container, "--"];
-    args.extend_from_slice(command);
-    cluster.kubectl(&args)
-}
-
-/// The counter's value in a container (its `/tmp/count`).
-fn count(cluster: &Cluster, ns: &str, place: (&str, &str)) -> Result<u64> {
-    let out = exec(cluster, ns, place, &["cat", "/tmp/count"])?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("/tmp/count in {} holds {out:?}", place.0))
-}
 
 /// The lines of `ps` in a container that show the counter.
 fn counters_in(cluster: &Cluster, ns: &str, place: (&str, &str)) -> Result<Vec<String>> {
@@ -178,15 +78,7 @@ async fn counted_to(
     place: (&str, &str),
     at_least: u64,
 ) -> Result<u64> {
-    wait_until(
-        &format!("{} to count to {at_least}", place.0),
-        Duration::from_secs(60),
-        || async {
-            let n = count(cluster, ns, place)?;
-            Ok((n >= at_least).then_some(n))
-        },
-    )
-    .await
+    pods::counted_to(cluster, ns, place, at_least, Duration::from_secs(60)).await
 }
 
 /// `NSpid` of a host PID: its PID in each PID namespace, outermost first.
@@ -201,18 +93,6 @@ fn ns_pids(pid: i64) -> Result<Vec<i64>> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect())
-}
-
-/// The start time of a running host PID (field 22 of its stat), to tell it
-/// from a later process with the same PID; `None` when it is gone or a zombie.
-fn start_ticks(pid: i64) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19).map(|s| (*s).to_owned())
 }
 
 /// Where a scenario's pods run.
@@ -269,20 +149,17 @@ async fn scenario(
         &[(SOURCE.1, COUNTER)]
     };
     let source_pods: Api<Pod> = Api::namespaced(client.clone(), &source_ns);
-    start_pod(cluster, &source_pods, SOURCE.0, shared, source, SOURCE.1).await?;
-    let target_container = start_pod(
-        cluster,
-        &pods,
-        TARGET.0,
-        shared,
-        &[(TARGET.1, IDLE)],
-        TARGET.1,
-    )
-    .await?;
+    let options = PodOptions {
+        share_process_namespace: shared,
+        ..PodOptions::default()
+    };
+    start_pod_with(cluster, &source_pods, SOURCE.0, source, options).await?;
+    let target = start_pod_with(cluster, &pods, TARGET.0, &[(TARGET.1, IDLE)], options).await?;
+    let target_container = target.container_id(TARGET.1)?.to_owned();
     let before = counted_to(cluster, &source_ns, SOURCE, 3).await?;
     let seen = counters_in(cluster, &source_ns, SOURCE)?;
     let pid_in_source = first_pid(seen.first().context("no counter in pod A")?)?;
-    let archive = Archive(checkpoint(client, &cluster.node, &source_ns, SOURCE).await?);
+    let archive = checkpoint(client, &cluster.node, &source_ns, SOURCE, CHECKPOINT).await?;
     let after = count(cluster, &source_ns, SOURCE)?;
     assert!(
         archive.0.starts_with(&setup.checkpoints),
@@ -355,14 +232,7 @@ impl Scenario {
     /// Deletes PodRestore `name` and waits until it is gone (its finalizer ran).
     async fn delete_restore(&self, client: &kube::Client, name: &str) -> Result<()> {
         let api = podrestores(client, &self.setup.ns.name);
-        api.delete(name, &DeleteParams::default()).await?;
-        wait_until(
-            &format!("PodRestore {name} to be gone"),
-            RESTORE,
-            || async { Ok(api.get_opt(name).await?.is_none().then_some(())) },
-        )
-        .await
-        .with_context(|| self.logs())
+        delete_podrestore(&api, name, RESTORE, || self.logs()).await
     }
 }
 
@@ -424,10 +294,7 @@ async fn check_restored(
     );
 
     // Charged to the target container: its cgroup in every hierarchy.
-    let id = s
-        .target_container
-        .split_once("://")
-        .map_or(s.target_container.as_str(), |(_, id)| id);
+    let id = bare_container_id(&s.target_container);
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     for line in cgroups.lines() {
         assert!(line.ends_with(id), "cgroup of {pid}: {line} (target {id})");

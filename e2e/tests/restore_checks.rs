@@ -31,14 +31,19 @@ use kube::{
 };
 use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
-    Cluster,
+    Cluster, cluster,
     host::{container_pid, firewall, run_in_netns, start_ticks},
-    install::{AgentPlace, Installation, condition, install, podrestore, podrestores},
+    install::{
+        AgentPlace, Installation, condition, delete_podrestore, install, podrestore, podrestores,
+    },
+    pods::{
+        self, Archive, CHECKPOINT, MAIN, POD_START, PodOptions, bare_container_id, checkpoint,
+        count, start_pod, start_pod_with,
+    },
     wait_until,
 };
 use serde_json::{Value, json};
 
-const POD_START: Duration = Duration::from_secs(120);
 const RESTORE: Duration = Duration::from_secs(120);
 
 /// A container that only waits.
@@ -61,88 +66,9 @@ const LISTENER_MARK: &str = "nc -l -p 8080";
 /// How long a scenario waits for a counter to move.
 const COUNTING: Duration = Duration::from_secs(30);
 
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
-
-/// Starts a busybox pod `name` on the cluster's node with one container
-/// `main` running `script`, with an emptyDir volume at `/data` when `data`,
-/// and waits until it runs; returns the container's ID (`containerd://...`)
-/// and the pod's IP.
-async fn start_pod(
-    cluster: &Cluster,
-    pods: &Api<Pod>,
-    name: &str,
-    script: &str,
-    data: bool,
-) -> Result<(String, String)> {
-    let mut container = json!({
-        "name": "main",
-        "image": cluster.busybox_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", script],
-    });
-    let mut spec = json!({
-        "terminationGracePeriodSeconds": 1,
-        "nodeName": cluster.node,
-        "containers": [],
-    });
-    if data {
-        container["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
-        spec["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
-    }
-    spec["containers"] = json!([container]);
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait_until(&format!("pod {name} running"), POD_START, || async {
-        let pod = pods.get(name).await?;
-        let status = pod.status.unwrap_or_default();
-        if status.phase.as_deref() != Some("Running") {
-            return Ok(None);
-        }
-        let id = status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == "main")
-            .and_then(|c| c.container_id);
-        Ok(id.zip(status.pod_ip))
-    })
-    .await
-}
-
-/// Checkpoints container `main` of `pod` through the kubelet's API (through
-/// the API server's node proxy); returns the archive's path on the node.
-async fn checkpoint(client: &kube::Client, node: &str, ns: &str, pod: &str) -> Result<Archive> {
-    let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/{ns}/{pod}/main?timeout=60");
-    let request = http::Request::post(path).body(Vec::new())?;
-    let reply: Value = client
-        .request(request)
-        .await
-        .context("kubelet checkpoint API")?;
-    let archive = reply["items"][0]
-        .as_str()
-        .with_context(|| format!("no archive in the kubelet's reply {reply}"))?;
-    Ok(Archive(PathBuf::from(archive)))
-}
-
-/// A checkpoint archive, removed when the scenario ends.
-struct Archive(PathBuf);
-
-impl Drop for Archive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs `command` in container `main` of `pod` and returns its output.
 fn exec(cluster: &Cluster, ns: &str, pod: &str, command: &[&str]) -> Result<String> {
-    let mut args = vec!["exec", "-n", ns, pod, "-c", "main", "--"];
-    args.extend_from_slice(command);
-    cluster.kubectl(&args)
+    pods::exec(cluster, ns, (pod, MAIN), command)
 }
 
 /// The lines of `ps` in `pod` other than `ps` itself and the container's
@@ -203,23 +129,10 @@ async fn refused(
     Ok((message, api.get(name).await?.data["status"].clone()))
 }
 
-/// The counter's value in container `main` of `pod`.
-fn count(cluster: &Cluster, ns: &str, pod: &str) -> Result<u64> {
-    let text = exec(cluster, ns, pod, &["cat", "/tmp/count"])?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("/tmp/count in {pod} holds {text:?}"))
-}
-
 /// Waits until the counter in `pod` shows at least `at_least`; returns what it
 /// shows then.
 async fn counted_to(cluster: &Cluster, ns: &str, pod: &str, at_least: u64) -> Result<u64> {
-    wait_until(
-        &format!("the counter in {pod} to reach {at_least}"),
-        COUNTING,
-        || async { Ok(count(cluster, ns, pod).ok().filter(|n| *n >= at_least)) },
-    )
-    .await
+    pods::counted_to(cluster, ns, (pod, MAIN), at_least, COUNTING).await
 }
 
 #[tokio::test]
@@ -229,9 +142,10 @@ async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
     let setup = install(&cluster, &client, "chk-state", AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let (_, source_ip) = start_pod(&cluster, &pods, "source", WORKLOAD, false).await?;
-    let (target_id, target_ip) = start_pod(&cluster, &pods, "target", IDLE, false).await?;
-    start_pod(&cluster, &pods, "client", IDLE, false).await?;
+    let source_ip = start_pod(&cluster, &pods, "source", WORKLOAD).await?.ip;
+    let target = start_pod(&cluster, &pods, "target", IDLE).await?;
+    let (target_id, target_ip) = (target.container_id(MAIN)?.to_owned(), target.ip);
+    start_pod(&cluster, &pods, "client", IDLE).await?;
 
     // One connection before the checkpoint: the server's count moves to 2.
     let first = wait_until("the server in pod A to answer", POD_START, || async {
@@ -240,8 +154,8 @@ async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
     .await?;
     assert_eq!(first, "answer 1");
     let before = counted_to(&cluster, &ns, "source", 3).await?;
-    let archive = checkpoint(&client, &cluster.node, &ns, "source").await?;
-    let after = count(&cluster, &ns, "source")?;
+    let archive = checkpoint(&client, &cluster.node, &ns, ("source", MAIN), CHECKPOINT).await?;
+    let after = count(&cluster, &ns, ("source", MAIN))?;
 
     create_restore(
         &client,
@@ -318,9 +232,7 @@ async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
 
     // Charged to pod B's container: its cgroup in every hierarchy, memory
     // among them.
-    let id = target_id
-        .split_once("://")
-        .map_or(target_id.as_str(), |(_, id)| id);
+    let id = bare_container_id(&target_id);
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     assert!(
         cgroups.lines().any(|l| l.contains(":memory:")),
@@ -353,16 +265,14 @@ async fn checkpoint_with_a_bind_mount_the_target_lacks_is_refused() -> Result<()
     let setup = install(&cluster, &client, "chk-mounts", AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(
-        &cluster,
-        &pods,
-        "holder",
-        "echo kept > /data/file; exec sleep 3600",
-        true,
-    )
-    .await?;
-    start_pod(&cluster, &pods, "target", IDLE, false).await?;
-    let archive = checkpoint(&client, &cluster.node, &ns, "holder").await?;
+    let with_data = PodOptions {
+        data_volume: true,
+        ..PodOptions::default()
+    };
+    let holder = "echo kept > /data/file; exec sleep 3600";
+    start_pod_with(&cluster, &pods, "holder", &[(MAIN, holder)], with_data).await?;
+    start_pod(&cluster, &pods, "target", IDLE).await?;
+    let archive = checkpoint(&client, &cluster.node, &ns, ("holder", MAIN), CHECKPOINT).await?;
 
     create_restore(
         &client,
@@ -482,9 +392,9 @@ async fn archive_escaping_the_root_changes_nothing_outside() -> Result<()> {
     let setup = install(&cluster, &client, "chk-escape", AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(&cluster, &pods, "source", IDLE, false).await?;
-    start_pod(&cluster, &pods, "target", IDLE, false).await?;
-    let real = checkpoint(&client, &cluster.node, &ns, "source").await?;
+    start_pod(&cluster, &pods, "source", IDLE).await?;
+    start_pod(&cluster, &pods, "target", IDLE).await?;
+    let real = checkpoint(&client, &cluster.node, &ns, ("source", MAIN), CHECKPOINT).await?;
 
     // A file outside every container's root, in a directory the agent sees
     // at the same path (its own state lives next to it).
@@ -596,9 +506,10 @@ async fn restore_failed_by_criu_leaves_the_target_as_it_was() -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // The source holds a file of its writable layer open.
     let holder = "exec 3>>/tmp/held; exec sleep 3600";
-    start_pod(&cluster, &pods, "source", holder, false).await?;
-    let (target_id, _) = start_pod(&cluster, &pods, "target", IDLE, false).await?;
-    let real = checkpoint(&client, &cluster.node, &ns, "source").await?;
+    start_pod(&cluster, &pods, "source", holder).await?;
+    let target = start_pod(&cluster, &pods, "target", IDLE).await?;
+    let target_id = target.container_id(MAIN)?;
+    let real = checkpoint(&client, &cluster.node, &ns, ("source", MAIN), CHECKPOINT).await?;
 
     // Without its writable layer the held file is missing: CRIU forks the
     // tree in pod B's namespaces and fails when it reopens the file.
@@ -620,7 +531,7 @@ async fn restore_failed_by_criu_leaves_the_target_as_it_was() -> Result<()> {
     assert!(replaced > 0, "no memory pages in {}", real.0.display());
 
     // Pod B has a firewall rule of its own, which must stay as it is.
-    let netns = PathBuf::from(format!("/proc/{}/ns/net", container_pid(&target_id)?));
+    let netns = PathBuf::from(format!("/proc/{}/ns/net", container_pid(target_id)?));
     let own = [
         "iptables",
         "-A",
@@ -696,18 +607,7 @@ async fn restore_failed_by_criu_leaves_the_target_as_it_was() -> Result<()> {
             work.display(),
             std::fs::read_to_string(work.join("shim.log")).unwrap_or_default()
         );
-        podrestores(&client, &ns)
-            .delete(name, &DeleteParams::default())
-            .await?;
-        wait_until(&format!("{name} to be gone"), RESTORE, || async {
-            Ok(podrestores(&client, &ns)
-                .get_opt(name)
-                .await?
-                .is_none()
-                .then_some(()))
-        })
-        .await
-        .with_context(|| setup.logs())?;
+        delete_podrestore(&podrestores(&client, &ns), name, RESTORE, || setup.logs()).await?;
         assert!(!work.exists(), "{name}: {} is still there", work.display());
         eprintln!("{name}: refused: {message}");
     }

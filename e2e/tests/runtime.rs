@@ -25,19 +25,12 @@ use podrestore_agent::{
     runtime::{Flavor, Runtime, RuntimeConfig, Source, TargetContainer, proc_namespaces},
     sys::Host,
 };
-use podrestore_e2e::{Cluster, TestNamespace, wait_until};
+use podrestore_e2e::{Cluster, TestNamespace, cluster, wait_until};
 use serde_json::json;
 
 const POD_START: Duration = Duration::from_secs(120);
 /// A CRIU version new enough for every rule (4.2.1, the one setup installs).
 const CRIU_VERSION: u32 = 40201;
-
-fn cluster() -> Cluster {
-    match Cluster::from_env() {
-        Ok(c) => c,
-        Err(e) => panic!("no local cluster: {e:#}"),
-    }
-}
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| {
