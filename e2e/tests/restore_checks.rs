@@ -6,8 +6,9 @@
 //! - a stateful workload (a counter holding a file of its writable layer open,
 //!   and a server with a listening socket) goes on from its state in the target
 //!   pod: it counts on, its socket answers on the target pod's IP, `ps` in the
-//!   pod shows it, it is charged to the target container's cgroups, and the
-//!   pod's end is its end;
+//!   pod shows it, its output goes on in the target container's log, it is
+//!   charged to the target container's cgroups, and the pod's end is its end;
+//!   the same with pods sharing their process namespace;
 //! - a restore that CRIU fails leaves the target pod's network namespace
 //!   firewall exactly as it was (no CRIU lock chain or table), nothing of the
 //!   restore running and nothing in the agent's work directory;
@@ -54,12 +55,13 @@ const PORT: &str = "8080";
 /// subshell's memory, written every second to `/tmp/count` (through a rename,
 /// so a reader never finds it empty) and appended to `/tmp/log`, which the tree
 /// holds open (a file of the container's writable layer, so the restore needs
-/// the checkpoint's `rootfs-diff.tar`); and a server whose count lives in the
+/// the checkpoint's `rootfs-diff.tar`) and printed as `count <n>` on stdout
+/// (the container's log); and a server whose count lives in the
 /// main shell's memory: each connection gets `answer <n>`, and `n` goes up by
 /// one per connection. Between connections the shell waits for `nc`, which
 /// holds the listening socket.
 const WORKLOAD: &str = "exec 3>>/tmp/log; \
-    (i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $i >&3; sleep 1; done) & \
+    (i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $i >&3; echo count $i; sleep 1; done) & \
     n=0; while true; do n=$((n+1)); echo \"answer $n\" > /tmp/reply; nc -l -p 8080 -e cat /tmp/reply; done";
 /// What `ps` shows of the server's listener.
 const LISTENER_MARK: &str = "nc -l -p 8080";
@@ -137,13 +139,39 @@ async fn counted_to(cluster: &Cluster, ns: &str, pod: &str, at_least: u64) -> Re
 
 #[tokio::test]
 async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
+    stateful_workload("chk-state", false).await
+}
+
+#[tokio::test]
+async fn stateful_workload_carries_on_in_a_pod_sharing_its_process_namespace() -> Result<()> {
+    stateful_workload("chk-shared", true).await
+}
+
+/// The stateful workload checkpointed in pod A and restored into pod B, both
+/// sharing one process namespace among their containers when `shared` (the
+/// pid namespace is then external to the checkpoint, and CRIU recreates the
+/// tree's PIDs in pod B's).
+async fn stateful_workload(prefix: &str, shared: bool) -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let setup = install(&cluster, &client, "chk-state", AgentPlace::Node).await?;
+    let setup = install(&cluster, &client, prefix, AgentPlace::Node).await?;
     let ns = setup.ns.name.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let source_ip = start_pod(&cluster, &pods, "source", WORKLOAD).await?.ip;
-    let target = start_pod(&cluster, &pods, "target", IDLE).await?;
+    let layout = PodOptions {
+        share_process_namespace: shared,
+        ..PodOptions::default()
+    };
+    // In a shared process namespace the tree's PIDs must be free in pod B: a
+    // container started first in pod A moves them past the ones pod B uses.
+    let source: &[(&str, &str)] = if shared {
+        &[("idle", IDLE), (MAIN, WORKLOAD)]
+    } else {
+        &[(MAIN, WORKLOAD)]
+    };
+    let source_ip = start_pod_with(&cluster, &pods, "source", source, layout)
+        .await?
+        .ip;
+    let target = start_pod_with(&cluster, &pods, "target", &[(MAIN, IDLE)], layout).await?;
     let (target_id, target_ip) = (target.container_id(MAIN)?.to_owned(), target.ip);
     start_pod(&cluster, &pods, "client", IDLE).await?;
 
@@ -192,6 +220,22 @@ async fn stateful_workload_carries_on_in_the_target_pod() -> Result<()> {
         "the restored counter shows {resumed}; it was checkpointed between {before} and {after} and restored {elapsed}s ago"
     );
     let later = counted_to(&cluster, &ns, "target", resumed + 2).await?;
+    // Its output goes on in pod B's log (pod B's own container prints
+    // nothing): the restored counter's lines, from where it was.
+    let printed = wait_until("the restored counter in pod B's log", COUNTING, || async {
+        let log = cluster.kubectl(&["logs", "-n", &ns, "target", "-c", MAIN])?;
+        let counts: Vec<u64> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("count ")?.trim().parse().ok())
+            .collect();
+        Ok((counts.len() >= 2).then_some(counts))
+    })
+    .await
+    .with_context(|| setup.logs())?;
+    assert!(
+        printed.windows(2).all(|w| w[1] == w[0] + 1) && printed[0] > before,
+        "pod B's log: {printed:?} (checkpointed after {before})"
+    );
     // The file the tree holds open: the checkpoint's lines, carried over with
     // the writable layer, then the restored counter's, with no gap and no
     // restart.

@@ -55,6 +55,11 @@
 //! applied to the target's root file system ([`rootfs`]), except at the
 //! target's mount points. The target's files change for good: a restore that
 //! fails after that step leaves them changed.
+//!
+//! The restored tree's stdout and stderr are the target container's own (the
+//! shim opens `/proc/<target>/fd/1` and `2` and hands them to CRIU, whose
+//! stdio the checkpoint's stdio pipes inherit by runc's rule), so its output
+//! lands in the target's log; stdin is `/dev/null`.
 
 pub mod mountinfo;
 pub mod mounts;
@@ -325,6 +330,7 @@ impl NodeEngine {
             work_root: job.work_dir.clone(),
             criu: self.config.criu.clone(),
             outcome_file: job.work_dir.join(shim::OUTCOME_FILE),
+            output_of: Some(proc_root.join(target.pid.to_string()).join("fd")),
         };
         Ok(Prepared {
             request,

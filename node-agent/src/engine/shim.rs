@@ -110,6 +110,12 @@ pub struct ShimRequest {
     pub criu: PathBuf,
     /// Where the reply is written too.
     pub outcome_file: PathBuf,
+    /// The target container's open files (`/proc/<pid>/fd` in the agent's
+    /// view): the restored tree writes to the target's own stdout and stderr,
+    /// so its output lands in the target container's log, as a runtime wires
+    /// a restored container to the container's IO. Absent: `/dev/null`.
+    #[serde(default)]
+    pub output_of: Option<PathBuf>,
 }
 
 /// What the shim answers.
@@ -325,6 +331,22 @@ fn send(reply: &ShimReply, outcome_file: Option<&Path>, output: &mut impl Write)
     }
 }
 
+/// The target's open file `fd` (1 or 2) from its fd directory `fds`, opened
+/// anew for writing; `None` (the tree gets `/dev/null`) when it cannot be.
+fn target_output(fds: &Path, fd: u8) -> Option<OwnedFd> {
+    let path = fds.join(fd.to_string());
+    match fs::OpenOptions::new().write(true).open(&path) {
+        Ok(file) => Some(OwnedFd::from(file)),
+        Err(e) => {
+            tracing::warn!(
+                "the restored tree's fd {fd} is /dev/null: cannot open {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// Restores from inside the target's PID namespace (see the module
 /// documentation for each step).
 fn restore_here(request: &ShimRequest) -> Result<ShimReply, ShimReply> {
@@ -364,6 +386,9 @@ fn restore_here(request: &ShimRequest) -> Result<ShimReply, ShimReply> {
         };
         opened.push((kind, fd));
     }
+    let mut output = request.output_of.as_deref().map_or([None, None], |fds| {
+        [target_output(fds, 1), target_output(fds, 2)]
+    });
     mount::mount_proc(Path::new("/proc"))
         .map_err(|e| internal("cannot mount /proc for the target's PID namespace", e))?;
     let me = std::process::id();
@@ -403,6 +428,7 @@ fn restore_here(request: &ShimRequest) -> Result<ShimReply, ShimReply> {
         work_root: request.work_root.clone(),
         limits: Limits::default(),
         criu: Criu::new(&request.criu),
+        stdio: [None, output[0].take(), output[1].take()],
         ..RestoreRequest::default()
     })
     .map_err(|e| failure(&e))?;
