@@ -470,9 +470,21 @@ fn condition_status<'a>(status: &'a serde_json::Value, type_: &str) -> Option<&'
 
 #[tokio::test]
 async fn operator_killed_during_a_restore_restores_once() -> Result<()> {
+    operator_killed_during_a_restore("restore-opkill", false).await
+}
+
+#[tokio::test]
+async fn operator_restarted_at_once_during_a_restore_restores_once() -> Result<()> {
+    operator_killed_during_a_restore("restore-oprestart", true).await
+}
+
+/// Kills the operator while the agent restores; the next operator process
+/// starts once the agent recorded the result, or at once (`at_once`), when
+/// the restore may still run and the agent attaches the new request to it.
+async fn operator_killed_during_a_restore(prefix: &str, at_once: bool) -> Result<()> {
     let cluster = cluster();
     let client = cluster.client().await?;
-    let mut s = scenario(&cluster, &client, "restore-opkill", Layout::default()).await?;
+    let mut s = scenario(&cluster, &client, prefix, Layout::default()).await?;
     let ns = s.setup.ns.name.clone();
     let uid = s
         .create_restore(
@@ -500,21 +512,25 @@ async fn operator_killed_during_a_restore_restores_once() -> Result<()> {
     );
     eprintln!("killed the operator while shim {shim} ran");
 
-    // The agent finishes on its own; its record holds the result before the
-    // next operator process asks.
-    let record = wait_until("the agent to record the result", RESTORE, || async {
-        let record = agent_record(&s.setup, &uid)?;
-        Ok((record["state"] != "Running").then_some(record))
-    })
-    .await
-    .with_context(|| s.logs())?;
-    assert_eq!(record["state"], "Succeeded", "agent record: {record}");
+    if !at_once {
+        // The agent finishes on its own; its record holds the result before
+        // the next operator process asks.
+        let record = wait_until("the agent to record the result", RESTORE, || async {
+            let record = agent_record(&s.setup, &uid)?;
+            Ok((record["state"] != "Running").then_some(record))
+        })
+        .await
+        .with_context(|| s.logs())?;
+        assert_eq!(record["state"], "Succeeded", "agent record: {record}");
+    }
 
     // The next operator process resumes the PodRestore: it asks the agent
-    // again with the same UID and gets the recorded result.
+    // again with the same UID and gets the running restore's result or the
+    // recorded one.
     s.setup.restart_operator(&[]).await?;
     let status = s.restored(&client, "forensic").await?;
     let pid = restored_pid(&status)?;
+    let record = agent_record(&s.setup, &uid)?;
     assert_eq!(
         record["outcome"]["pid"],
         json!(pid),
@@ -543,12 +559,33 @@ async fn operator_killed_during_a_restore_restores_once() -> Result<()> {
         "the agent started the restore once\n{}",
         s.logs()
     );
-    assert_eq!(
-        log_lines(&agent_log, "replaying the recorded result", &uid),
-        1,
-        "the agent answered the second request from its record\n{}",
-        s.logs()
-    );
+    // The second request joined the first: attached to it while it ran, or
+    // answered from its record.
+    let attached = log_lines(&agent_log, "attaching to the running restore", &uid);
+    let replayed = log_lines(&agent_log, "replaying the recorded result", &uid);
+    if at_once {
+        assert_eq!(
+            attached + replayed,
+            1,
+            "the agent joined the second request to the first\n{}",
+            s.logs()
+        );
+        eprintln!(
+            "the second request was {}",
+            if attached == 1 {
+                "attached to the running restore"
+            } else {
+                "answered from the record"
+            }
+        );
+    } else {
+        assert_eq!(
+            (attached, replayed),
+            (0, 1),
+            "the agent answered the second request from its record\n{}",
+            s.logs()
+        );
+    }
 
     s.delete_restore(&client, "forensic").await?;
     assert!(counters_in(&cluster, &ns, TARGET)?.is_empty());
