@@ -106,7 +106,8 @@ show kubectl explain podrestore.spec
 
 step "Start a counting workload" \
 	"A busybox shell counts 1, 2, 3, ... in its memory and writes each number into /tmp/count," \
-	"one a second (through a rename, so that a reader never finds the file empty)."
+	"one a second (through a rename, so that a reader never finds the file empty), and prints" \
+	"it to its log."
 kubectl delete namespace "$DEMO_NS" --ignore-not-found --wait=true >/dev/null
 show kubectl create namespace "$DEMO_NS"
 pod() { # name container command
@@ -125,7 +126,7 @@ spec:
 EOF
 }
 # shellcheck disable=SC2016 # the container's shell expands it
-pod counter count 'i=0; while true; do i=$((i+1)); echo $i >/tmp/count.new; mv /tmp/count.new /tmp/count; sleep 1; done' | show kubectl apply -f -
+pod counter count 'i=0; while true; do i=$((i+1)); echo $i >/tmp/count.new; mv /tmp/count.new /tmp/count; echo count $i; sleep 1; done' | show kubectl apply -f -
 show kubectl -n "$DEMO_NS" wait --for=condition=Ready pod/counter --timeout=2m
 sleep 3
 show kubectl -n "$DEMO_NS" exec counter -- cat /tmp/count
@@ -209,6 +210,8 @@ echo "   $second"
 if ! [[ $first =~ ^[0-9]+$ && $second =~ ^[0-9]+$ ]] || ((second <= first)); then
 	fail "the forensic pod's /tmp/count did not grow ($first, then $second)."
 fi
+echo "   Its output goes on in the forensic pod's log (the forensic pod's own shell prints nothing):"
+show kubectl -n "$DEMO_NS" logs forensic --tail=3
 printf '\n%sThe restored counter went on from %s to %s inside the forensic pod.%s\n' "$green" "$first" "$second" "$off"
 cat <<EOF
 

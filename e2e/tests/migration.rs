@@ -21,7 +21,6 @@ use podrestore_e2e::{
     host::sha256,
     install::{TwoNodes, condition, install_two_nodes, kubelet_root, podrestore, podrestores},
     pods::{self, Archive, MAIN, PodOptions, checkpoint, count, exec, start_pod_with},
-    wait_until,
 };
 use serde_json::json;
 
@@ -137,20 +136,34 @@ fn received(partial: &Path) -> u64 {
     std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Waits until the first bytes of PodRestore `uid`'s archive reach node b;
-/// returns the file they arrive in.
-async fn first_bytes_on_b(setup: &TwoNodes, uid: &str) -> Result<PathBuf> {
+/// Waits until the first bytes of PodRestore `uid`'s archive reach node b,
+/// then stops b's agent (SIGSTOP) so that the transfer stands still: a's agent
+/// reads the archive only as fast as b takes it, a few MiB of stream window
+/// ahead at most. Returns the file the bytes arrive in and how many arrived;
+/// the caller resumes b's agent with [`resume_b`] whatever happens next.
+async fn hold_transfer_on_b(setup: &TwoNodes, uid: &str) -> Result<(PathBuf, u64)> {
     let partial = setup
         .agent_state("b")
         .join("work")
         .join(uid)
         .join("archive.partial");
-    wait_until("bytes to arrive on b", Duration::from_secs(120), || async {
-        Ok((received(&partial) > 0).then_some(()))
-    })
-    .await
-    .with_context(|| setup.logs())?;
-    Ok(partial)
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while received(&partial) == 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no bytes arrived on b\n{}",
+            setup.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    setup.agent_b.signal("STOP")?;
+    let arrived = received(&partial);
+    Ok((partial, arrived))
+}
+
+/// Lets b's agent go on after [`hold_transfer_on_b`].
+fn resume_b(setup: &TwoNodes) -> Result<()> {
+    setup.agent_b.signal("CONT")
 }
 
 /// A counter whose writable layer holds 96 MiB, so that the archive takes a
@@ -176,10 +189,11 @@ async fn killing_the_source_agent_during_the_transfer_fails_clearly_and_a_retry_
     );
 
     let uid = restore(&setup, &client, "first", &archive).await?;
-    // Kill a's agent as soon as bytes arrive on b.
-    let partial = first_bytes_on_b(&setup, &uid).await?;
-    setup.agent_a.kill()?;
-    let cut_at = received(&partial);
+    // Kill a's agent as soon as bytes arrive on b, while the transfer is held.
+    let (partial, cut_at) = hold_transfer_on_b(&setup, &uid).await?;
+    let killed = setup.agent_a.kill();
+    resume_b(&setup)?;
+    killed?;
     println!("killed the agent of node a after {cut_at} of {size} bytes reached b");
     assert!(cut_at < size, "the transfer had already ended");
     let api = podrestores(&client, &ns);
@@ -238,9 +252,10 @@ async fn bytes_changed_after_the_source_hashed_them_fail_the_digest_and_nothing_
     let uid = restore(&setup, &client, "flipped", &archive).await?;
     // Once bytes flow, a's agent has sent the digest of the whole file: flip a
     // byte near its end, so that what b receives differs from what a hashed.
-    let partial = first_bytes_on_b(&setup, &uid).await?;
+    // The transfer is held meanwhile, so it cannot pass the byte first.
+    let (partial, received) = hold_transfer_on_b(&setup, &uid).await?;
     let at = size - 100;
-    {
+    let flipped = (|| -> Result<()> {
         use std::os::unix::fs::FileExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -250,11 +265,13 @@ async fn bytes_changed_after_the_source_hashed_them_fail_the_digest_and_nothing_
         file.read_exact_at(&mut byte, at)?;
         byte[0] ^= 0x01;
         file.write_all_at(&byte, at)?;
-    }
-    let received = received(&partial);
+        Ok(())
+    })();
+    resume_b(&setup)?;
+    flipped?;
     assert!(
         received < at,
-        "the transfer passed the flipped byte already"
+        "the transfer passed the flipped byte already ({received} of {size} bytes on b)"
     );
 
     let api = podrestores(&client, &ns);
