@@ -9,6 +9,8 @@
 //!   pod shows it, its output goes on in the target container's log, it is
 //!   charged to the target container's cgroups, and the pod's end is its end;
 //!   the same with pods sharing their process namespace;
+//! - a checkpoint holding established TCP connections is refused without
+//!   `tcpEstablished`, saying so, before anything reaches the target;
 //! - a restore that CRIU fails leaves the target pod's network namespace
 //!   firewall exactly as it was (no CRIU lock chain or table), nothing of the
 //!   restore running and nothing in the agent's work directory;
@@ -371,6 +373,27 @@ fn rewritten(
     Ok(replaced)
 }
 
+/// Copies the real archive `from` to `to` with one more regular file `name`
+/// holding `data`.
+fn with_entry(from: &Path, to: &Path, name: &str, data: &[u8]) -> Result<()> {
+    let mut input = tar::Archive::new(std::fs::File::open(from)?);
+    let mut output = tar::Builder::new(std::fs::File::create(to)?);
+    for entry in input.entries()? {
+        let mut entry = entry?;
+        let header = entry.header().clone();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content)?;
+        output.append(&header, content.as_slice())?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o600);
+    header.set_size(data.len() as u64);
+    output.append_data(&mut header, name, data)?;
+    output.finish()?;
+    Ok(())
+}
+
 /// Copies the real archive `from` to `to`, its `rootfs-diff.tar` replaced by
 /// `layer`.
 fn with_layer(from: &Path, to: &Path, layer: &[u8]) -> Result<()> {
@@ -655,5 +678,56 @@ async fn restore_failed_by_criu_leaves_the_target_as_it_was() -> Result<()> {
         assert!(!work.exists(), "{name}: {} is still there", work.display());
         eprintln!("{name}: refused: {message}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn established_tcp_connections_need_the_option_and_nothing_changes_before() -> Result<()> {
+    let cluster = cluster();
+    let client = cluster.client().await?;
+    let setup = install(&cluster, &client, "chk-tcp", AgentPlace::Node).await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // The source writes a file of its writable layer, which the refused
+    // restore must not carry over.
+    let source = "echo a > /written-in-a; exec sleep 3600";
+    start_pod(&cluster, &pods, "source", source).await?;
+    start_pod(&cluster, &pods, "target", IDLE).await?;
+    let real = checkpoint(&client, &cluster.node, &ns, ("source", MAIN), CHECKPOINT).await?;
+
+    // The kubelet's checkpoints never hold established connections (the
+    // runtime does not ask CRIU for them); CRIU writes one
+    // `tcp-stream-<id>.img` per connection it dumps.
+    let connected = Archive(setup.checkpoints.join(format!("connected-{ns}.tar")));
+    with_entry(
+        &real.0,
+        &connected.0,
+        "checkpoint/tcp-stream-1a2b3c.img",
+        b"stream",
+    )?;
+    create_restore(
+        &client,
+        &cluster.node,
+        &ns,
+        "connected",
+        (&connected.0, "target"),
+        json!({"networkLock": "Skip"}),
+    )
+    .await?;
+    let (message, status) = refused(&setup, &client, "connected").await?;
+    assert!(
+        message.starts_with("OptionRequired: the checkpoint holds 1 established TCP connection")
+            && message.contains("tcpEstablished: true"),
+        "Restored message: {message}"
+    );
+    assert!(status["restoredPID"].is_null(), "status: {status}");
+    let root = exec(&cluster, &ns, "target", &["ls", "/"])?;
+    assert!(
+        !root.lines().any(|l| l == "written-in-a"),
+        "the checkpoint's layer reached pod B: {root}"
+    );
+    let foreign = foreign_processes(&cluster, &ns, "target")?;
+    assert!(foreign.is_empty(), "ps in pod B: {foreign:?}");
+    eprintln!("refused: {message}");
     Ok(())
 }

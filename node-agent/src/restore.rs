@@ -348,6 +348,14 @@ fn run(
         }
         CheckpointSource::Images(images) => (images.clone(), None, read_descriptors(images)?),
     };
+    let streams = tcp_streams(&images)?;
+    if streams > 0 && !request.flags.tcp_established && !request.tcp_close {
+        return Err(RestoreError::Checkpoint(format!(
+            "the checkpoint holds {streams} established TCP connection{s} (tcp-stream-*.img); \
+             they are restored only when asked: pass --tcp-established (or --tcp-close to restore them closed)",
+            s = if streams == 1 { "" } else { "s" }
+        )));
+    }
     if request.root.is_none() && has_mount_namespace(&images)? {
         return Err(RestoreError::Checkpoint(
             "the checkpoint holds a mount namespace of its own: give the container's root file system to restore onto".to_owned(),
@@ -525,6 +533,24 @@ impl NotifyHandler for Notifier {
 /// Everything a restore leaves to remove: the `criu-root` bind mount, then the
 /// work directory (which refuses to go while anything is mounted below it).
 /// Runs on drop too, so an unwinding thread cleans up as well.
+/// How many established TCP connections the images hold: CRIU writes one
+/// `tcp-stream-<id>.img` for each.
+fn tcp_streams(images: &Path) -> Result<usize, RestoreError> {
+    let entries = fs::read_dir(images).map_err(|source| RestoreError::Io {
+        action: "listing",
+        path: images.to_owned(),
+        source,
+    })?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("tcp-stream-") && name.ends_with(".img")
+        })
+        .count())
+}
+
 struct Cleanup {
     work: Option<PrivateDir>,
     mounted: Option<PathBuf>,

@@ -9,6 +9,8 @@
 //!   in the same namespaces;
 //! - a target with a cgroup namespace path is refused with runc's message and
 //!   leaves nothing behind;
+//! - established TCP connections are restored only with `--tcp-established`;
+//!   without it the restore is refused before CRIU runs, saying so;
 //! - `checkpointctl show` reads an archive the agent wrote.
 //!
 //! Needs root, busybox, util-linux, iproute2, iptables, nftables, CRIU 4.2.1,
@@ -260,6 +262,92 @@ fn counter_goes_on_counting_in_another_sandbox() {
 
     stop(pid);
     support::assert_holds_only_init(&b);
+    support::teardown(a);
+    support::teardown(b);
+}
+
+/// The established TCP connections (state 01) on `port` that `pid` sees in
+/// its network namespace, as `/proc/<pid>/net/tcp` and `tcp6` list them (a
+/// listener bound to `::` accepts IPv4 connections as IPv6 sockets).
+fn established_on(pid: u32, port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .map(|file| fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .lines()
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() > 3
+                && fields[3] == "01"
+                && (fields[1].ends_with(&port) || fields[2].ends_with(&port))
+        })
+        .count()
+}
+
+#[test]
+fn established_connections_are_restored_only_when_asked() {
+    let _serial = serial();
+    let ground = support::ground();
+    let a = support::sandbox("agent-est-a");
+    let b = support::sandbox("agent-est-b");
+    // A server and a client connected to it over the loopback interface, both
+    // in the tree: two ends of one established connection.
+    let mut spec = support::WorkloadSpec::host("").unwrap();
+    let bb = spec.busybox_inside();
+    spec.script = format!(
+        "{bb} sleep 3600 | {bb} nc -l -p 9100 >/dev/null &\n{bb} sleep 0.3\n{bb} sleep 3600 | {bb} nc 127.0.0.1 9100 >/dev/null &\nwait\n"
+    );
+    let workload = a.spawn(&spec).expect("start the connected pair");
+    podrestore_agent::sandbox::wait_until(
+        "the connection to be established",
+        support::PROGRESS_TIMEOUT,
+        || established_on(workload.pid(), 9100) == 2,
+    )
+    .unwrap_or_else(|err| panic!("{err}: {}", workload.log()));
+    let (archive, _) = checkpoint(&ground, &a, workload.pid(), &["--tcp-established"]);
+    workload.stop().unwrap();
+    support::assert_holds_only_init(&a);
+
+    // Not asked for: refused before CRIU runs, saying what to do.
+    let work = ground.dir("restore-work");
+    let mut args = vec![
+        "restore".to_owned(),
+        "--archive".to_owned(),
+        archive.display().to_string(),
+        "--work-dir".to_owned(),
+        work.display().to_string(),
+        "--detach".to_owned(),
+    ];
+    args.extend(ns_args(&b));
+    let out = agent(&args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("the checkpoint holds 2 established TCP connections")
+            && stderr.contains("pass --tcp-established"),
+        "{stderr}"
+    );
+    assert_eq!(
+        entries(&work),
+        Vec::<String>::new(),
+        "temporary files were left"
+    );
+    support::assert_holds_only_init(&b);
+    support::assert_no_criu_lock(&b);
+
+    // Asked for: both ends are back in B, connected.
+    let pid = restore(&ground, &archive, &b, &["--tcp-established".to_owned()]);
+    support::assert_in_sandbox(pid, &b);
+    assert_eq!(
+        established_on(pid, 9100),
+        2,
+        "connections in B after the restore"
+    );
+    support::assert_no_criu_lock(&b);
+
+    stop(pid);
     support::teardown(a);
     support::teardown(b);
 }

@@ -34,6 +34,9 @@ pub struct Sizes {
     pub pages_bytes: u64,
     /// `rootfs-diff.tar`.
     pub rootfs_diff_bytes: u64,
+    /// Established TCP connections CRIU dumped: one `checkpoint/tcp-stream-*.img`
+    /// each (a count, not bytes).
+    pub tcp_streams: u64,
     /// All regular files.
     pub files_bytes: u64,
 }
@@ -144,6 +147,9 @@ impl Sink for ScanSink {
             self.sizes.checkpoint_bytes += size;
             if name.starts_with("checkpoint/pages-") {
                 self.sizes.pages_bytes += size;
+            }
+            if name.starts_with("checkpoint/tcp-stream-") && name.ends_with(".img") {
+                self.sizes.tcp_streams += 1;
             }
         }
         if name == names::ROOTFS_DIFF {

@@ -205,6 +205,23 @@ fn check_namespaces<S: Syscalls>(
         })
 }
 
+/// Refuses a checkpoint holding `streams` established TCP connections unless
+/// the request asks for them (`tcpEstablished`), before anything reaches the
+/// target: CRIU would fail later with only `Connected TCP socket in image`.
+fn established_tcp_allowed(streams: u64, tcp_established: bool) -> Result<(), EngineError> {
+    if streams == 0 || tcp_established {
+        return Ok(());
+    }
+    Err(error(
+        EngineErrorKind::OptionRequired,
+        format!(
+            "the checkpoint holds {streams} established TCP connection{s} (checkpoint/tcp-stream-*.img); \
+             they are restored only when asked: set spec.options.tcpEstablished: true",
+            s = if streams == 1 { "" } else { "s" }
+        ),
+    ))
+}
+
 /// The ID part of `<runtime>://<id>`.
 fn bare_id(container_id: &str) -> &str {
     container_id
@@ -737,6 +754,7 @@ impl RestoreEngine for NodeEngine {
             .mounts
             .ensure_restorable()
             .map_err(|e| error(EngineErrorKind::ArchiveInvalid, e.to_string()))?;
+        established_tcp_allowed(summary.sizes.tcp_streams, job.options.tcp_established)?;
         let prepared = self.prepare(&job, &target, &summary)?;
         let container_id = prepared.container_id.clone();
 
@@ -896,6 +914,24 @@ mod tests {
         assert_eq!(bare_id("containerd://abc"), "abc");
         assert_eq!(bare_id("abc"), "abc");
         assert_eq!(bare_id(""), "");
+    }
+
+    #[test]
+    fn established_tcp_connections_need_the_option() {
+        assert!(established_tcp_allowed(0, false).is_ok());
+        assert!(established_tcp_allowed(2, true).is_ok());
+        let refused = established_tcp_allowed(1, false).unwrap_err();
+        assert_eq!(refused.kind, EngineErrorKind::OptionRequired);
+        assert!(
+            refused
+                .message
+                .starts_with("the checkpoint holds 1 established TCP connection (")
+                && refused
+                    .message
+                    .ends_with("set spec.options.tcpEstablished: true"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]

@@ -232,6 +232,9 @@ pub enum EngineErrorKind {
     Timeout,
     /// The node cannot do this (CRIU missing or too old, no restore engine).
     Unsupported,
+    /// The checkpoint needs an option the request did not set (established
+    /// TCP connections without `tcpEstablished`).
+    OptionRequired,
     /// Anything else.
     Internal,
 }
@@ -246,6 +249,7 @@ impl EngineErrorKind {
             Self::CriuFailed => "CriuFailed",
             Self::Timeout => "Timeout",
             Self::Unsupported => "Unsupported",
+            Self::OptionRequired => "OptionRequired",
             Self::Internal => "Internal",
         }
     }
@@ -259,6 +263,7 @@ impl EngineErrorKind {
             Self::CriuFailed | Self::Internal => tonic::Code::Internal,
             Self::Timeout => tonic::Code::DeadlineExceeded,
             Self::Unsupported => tonic::Code::Unimplemented,
+            Self::OptionRequired => tonic::Code::FailedPrecondition,
         }
     }
 }
