@@ -24,12 +24,13 @@
 //! Protocol with the engine: the request is a JSON file the engine writes
 //! before it starts the shim (so an agent that dies right after the start
 //! still leaves the shim its whole request); the reply is written to the
-//! outcome file (atomically) and then as one JSON line on stdout. A restored tree's root is the shim's child (CRIU's
-//! `rst_sibling`): the shim waits for it, reaps it, and exits with its status,
-//! as `runc restore` does in the foreground. The shim is a child subreaper, so
-//! orphans of CRIU's helpers and of the tree come to it rather than to the
-//! target's init (often a program that never reaps); it reaps them, and after
-//! a failed restore it reaps everything CRIU left before it replies. The agent may die meanwhile; the
+//! outcome file (atomically) and then as one JSON line on stdout. A restored
+//! tree's root is the shim's child (CRIU's `rst_sibling`): the shim waits for
+//! it, reaps it, and exits with its status, as `runc restore` does in the
+//! foreground. The shim is a child subreaper, so orphans of CRIU's helpers and
+//! of the tree come to it rather than to the target's init (often a program
+//! that never reaps); it reaps them, and after a failed restore it reaps
+//! everything CRIU left before it replies. The agent may die meanwhile; the
 //! outcome file lets the next agent process find what was restored.
 
 use std::fs::{self, File};
@@ -332,10 +333,11 @@ fn send(reply: &ShimReply, outcome_file: Option<&Path>, output: &mut impl Write)
 }
 
 /// The target's open file `fd` (1 or 2) from its fd directory `fds`, opened
-/// anew for writing; `None` (the tree gets `/dev/null`) when it cannot be.
+/// anew for appending (a pipe for a runtime's container; a regular file is
+/// never written over); `None` (the tree gets `/dev/null`) when it cannot be.
 fn target_output(fds: &Path, fd: u8) -> Option<OwnedFd> {
     let path = fds.join(fd.to_string());
-    match fs::OpenOptions::new().write(true).open(&path) {
+    match fs::OpenOptions::new().append(true).open(&path) {
         Ok(file) => Some(OwnedFd::from(file)),
         Err(e) => {
             tracing::warn!(
