@@ -348,7 +348,8 @@ fn run(
         }
         CheckpointSource::Images(images) => (images.clone(), None, read_descriptors(images)?),
     };
-    let streams = tcp_streams(&images)?;
+    let names = image_names(&images)?;
+    let streams = tcp_streams(&names);
     if streams > 0 && !request.flags.tcp_established && !request.tcp_close {
         return Err(RestoreError::Checkpoint(format!(
             "the checkpoint holds {streams} established TCP connection{s} (tcp-stream-*.img); \
@@ -356,7 +357,7 @@ fn run(
             s = if streams == 1 { "" } else { "s" }
         )));
     }
-    if request.root.is_none() && has_mount_namespace(&images)? {
+    if request.root.is_none() && has_mount_namespace(&names) {
         return Err(RestoreError::Checkpoint(
             "the checkpoint holds a mount namespace of its own: give the container's root file system to restore onto".to_owned(),
         ));
@@ -476,9 +477,9 @@ fn check_archive(
     Ok(())
 }
 
-/// Whether CRIU dumped a mount namespace (it writes `mountpoints-<id>.img`
-/// only for mount namespaces other than its own).
-fn has_mount_namespace(images: &Path) -> Result<bool, RestoreError> {
+/// The names of the files in the images directory, listed once for the
+/// checks that read them.
+fn image_names(images: &Path) -> Result<Vec<String>, RestoreError> {
     let entries = fs::read_dir(images).map_err(|source| RestoreError::Io {
         action: "listing",
         path: images.to_owned(),
@@ -486,7 +487,23 @@ fn has_mount_namespace(images: &Path) -> Result<bool, RestoreError> {
     })?;
     Ok(entries
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("mountpoints-")))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// Whether CRIU dumped a mount namespace (it writes `mountpoints-<id>.img`
+/// only for mount namespaces other than its own).
+fn has_mount_namespace(names: &[String]) -> bool {
+    names.iter().any(|n| n.starts_with("mountpoints-"))
+}
+
+/// How many established TCP connections the images hold: CRIU writes one
+/// `tcp-stream-<id>.img` for each.
+fn tcp_streams(names: &[String]) -> usize {
+    names
+        .iter()
+        .filter(|n| n.starts_with("tcp-stream-") && n.ends_with(".img"))
+        .count()
 }
 
 fn open_dir(path: &Path) -> Result<File, RestoreError> {
@@ -533,24 +550,6 @@ impl NotifyHandler for Notifier {
 /// Everything a restore leaves to remove: the `criu-root` bind mount, then the
 /// work directory (which refuses to go while anything is mounted below it).
 /// Runs on drop too, so an unwinding thread cleans up as well.
-/// How many established TCP connections the images hold: CRIU writes one
-/// `tcp-stream-<id>.img` for each.
-fn tcp_streams(images: &Path) -> Result<usize, RestoreError> {
-    let entries = fs::read_dir(images).map_err(|source| RestoreError::Io {
-        action: "listing",
-        path: images.to_owned(),
-        source,
-    })?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("tcp-stream-") && name.ends_with(".img")
-        })
-        .count())
-}
-
 struct Cleanup {
     work: Option<PrivateDir>,
     mounted: Option<PathBuf>,
@@ -694,11 +693,17 @@ mod tests {
     }
 
     #[test]
-    fn mount_namespace_detected_from_image_names() {
+    fn mount_namespace_and_connections_detected_from_image_names() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("pstree.img"), b"").unwrap();
-        assert!(!has_mount_namespace(dir.path()).unwrap());
+        let names = image_names(dir.path()).unwrap();
+        assert!(!has_mount_namespace(&names));
+        assert_eq!(tcp_streams(&names), 0);
         fs::write(dir.path().join("mountpoints-13.img"), b"").unwrap();
-        assert!(has_mount_namespace(dir.path()).unwrap());
+        fs::write(dir.path().join("tcp-stream-1a2b.img"), b"").unwrap();
+        fs::write(dir.path().join("tcp-stream-3c4d.img"), b"").unwrap();
+        let names = image_names(dir.path()).unwrap();
+        assert!(has_mount_namespace(&names));
+        assert_eq!(tcp_streams(&names), 2);
     }
 }

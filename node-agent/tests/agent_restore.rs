@@ -180,6 +180,33 @@ fn restore(ground: &support::Ground, archive: &Path, target: &Sandbox, extra: &[
     pid
 }
 
+/// `podrestore-agent restore --detach` of `archive` into `target` with
+/// `extra` arguments and `work` as its work directory, which must be refused:
+/// exit status 1, nothing on stdout, nothing left in `work`. Returns what it
+/// said on stderr.
+fn refused_restore(archive: &Path, work: &Path, target: &Sandbox, extra: &[String]) -> String {
+    let mut args = vec![
+        "restore".to_owned(),
+        "--archive".to_owned(),
+        archive.display().to_string(),
+        "--work-dir".to_owned(),
+        work.display().to_string(),
+        "--detach".to_owned(),
+    ];
+    args.extend(ns_args(target));
+    args.extend(extra.iter().cloned());
+    let out = agent(&args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(text(&out.stdout), "", "{stderr}");
+    assert_eq!(
+        entries(work),
+        Vec::<String>::new(),
+        "temporary files were left"
+    );
+    stderr
+}
+
 /// The inodes of a process's network, PID, IPC and UTS namespaces.
 fn ns_inodes(pid: u32) -> Vec<(&'static str, u64)> {
     SandboxNs::ALL
@@ -311,28 +338,11 @@ fn established_connections_are_restored_only_when_asked() {
     support::assert_holds_only_init(&a);
 
     // Not asked for: refused before CRIU runs, saying what to do.
-    let work = ground.dir("restore-work");
-    let mut args = vec![
-        "restore".to_owned(),
-        "--archive".to_owned(),
-        archive.display().to_string(),
-        "--work-dir".to_owned(),
-        work.display().to_string(),
-        "--detach".to_owned(),
-    ];
-    args.extend(ns_args(&b));
-    let out = agent(&args);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_restore(&archive, &ground.dir("restore-work"), &b, &[]);
     assert!(
         stderr.starts_with("the checkpoint holds 2 established TCP connections")
             && stderr.contains("pass --tcp-established"),
         "{stderr}"
-    );
-    assert_eq!(
-        entries(&work),
-        Vec::<String>::new(),
-        "temporary files were left"
     );
     support::assert_holds_only_init(&b);
     support::assert_no_criu_lock(&b);
@@ -393,22 +403,13 @@ fn listening_socket_answers_in_the_target_sandbox() {
 
     // The same images again into B: the PIDs are taken, CRIU fails after it
     // has locked B's network and the root is mounted; all of that goes again.
-    let work = ground.dir("restore-work");
-    let mut args = vec![
-        "restore".to_owned(),
-        "--archive".to_owned(),
-        archive.display().to_string(),
-        "--work-dir".to_owned(),
-        work.display().to_string(),
-        "--root".to_owned(),
-        rootfs.display().to_string(),
-        "--detach".to_owned(),
-    ];
-    args.extend(ns_args(&b));
-    let out = agent(&args);
-    let stderr = text(&out.stderr);
+    let stderr = refused_restore(
+        &archive,
+        &ground.dir("restore-work"),
+        &b,
+        &["--root".to_owned(), rootfs.display().to_string()],
+    );
     eprintln!("second restore into B: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.starts_with("criu failed: type RESTORE errno "),
         "{stderr}"
@@ -418,11 +419,6 @@ fn listening_socket_answers_in_the_target_sandbox() {
         "no CRIU log quoted: {stderr}"
     );
     assert_eq!(procfs::mountinfo(std::process::id()).len(), mounts_before);
-    assert_eq!(
-        entries(&work),
-        Vec::<String>::new(),
-        "temporary files were left"
-    );
     support::assert_no_criu_lock(&b);
     assert!(
         support::http_get(&a, server.port, "/token").is_err(),
@@ -701,23 +697,13 @@ fn cgroup_namespace_target_is_refused_and_leaves_nothing_behind() {
     let firewall_before = firewall(&b);
 
     // The command: runc's message, exit status 1.
-    let mut args = vec![
-        "restore".to_owned(),
-        "--archive".to_owned(),
-        archive.display().to_string(),
-        "--work-dir".to_owned(),
-        work.display().to_string(),
-        "--detach".to_owned(),
-    ];
-    args.extend(ns_args(&b));
-    args.extend(["--ns".to_owned(), format!("cgroup={cgroup_ns}")]);
-    let out = agent(&args);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert_eq!(
-        text(&out.stderr),
-        "Do not know how to handle namespace NEWCGROUP\n"
+    let stderr = refused_restore(
+        &archive,
+        &work,
+        &b,
+        &["--ns".to_owned(), format!("cgroup={cgroup_ns}")],
     );
-    assert_eq!(text(&out.stdout), "");
+    assert_eq!(stderr, "Do not know how to handle namespace NEWCGROUP\n");
 
     // The library, in this process: same refusal, and nothing of it remains.
     let mut namespaces = sandbox_namespaces(&b);
