@@ -50,13 +50,40 @@ async fn counted_to(cluster: &Cluster, ns: &str, pod: &str, at_least: u64) -> Re
     pods::counted_to(cluster, ns, (pod, MAIN), at_least, Duration::from_secs(60)).await
 }
 
-/// Checkpoints pod `counter` on node `a` through the kubelet's API.
-async fn checkpoint_on_a(setup: &TwoNodes, client: &kube::Client) -> Result<Archive> {
-    let archive = checkpoint(client, "a", &setup.ns.name, ("counter", MAIN), CHECKPOINT).await?;
+/// Where every scenario here starts: a pod `counter` on node `a` checkpointed
+/// through the kubelet's API, and an idle pod `forensic` on node `b`.
+struct Migration {
+    /// The counter's checkpoint, on node `a`.
+    archive: Archive,
+    setup: TwoNodes,
+    ns: String,
+    client: kube::Client,
+    cluster: Cluster,
+}
+
+/// Installs the operator and both agents for a namespace `<prefix>-...`,
+/// starts the counter running `script` and the forensic pod, and checkpoints
+/// the counter once it has counted to `counted`.
+async fn counter_checkpointed_on_a(prefix: &str, script: &str, counted: u64) -> Result<Migration> {
+    let cluster = cluster_with_nodes(&["a", "b"]);
+    let client = cluster.client().await?;
+    let setup = install_two_nodes(&cluster, &client, prefix).await?;
+    let ns = setup.ns.name.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    start_pod(&cluster, &pods, "counter", "a", script).await?;
+    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
+    counted_to(&cluster, &ns, "counter", counted).await?;
+    let archive = checkpoint(&client, "a", &ns, ("counter", MAIN), CHECKPOINT).await?;
     if !archive.0.starts_with(kubelet_root("a")?) {
         bail!("archive {} is not on node a", archive.0.display());
     }
-    Ok(archive)
+    Ok(Migration {
+        archive,
+        setup,
+        ns,
+        client,
+        cluster,
+    })
 }
 
 /// Creates PodRestore `name` restoring `archive` from node `a` into pod
@@ -80,16 +107,13 @@ async fn restore(
 
 #[tokio::test]
 async fn a_checkpoint_from_node_a_is_pulled_verified_and_restored_on_node_b() -> Result<()> {
-    let cluster = cluster_with_nodes(&["a", "b"]);
-    let client = cluster.client().await?;
-    let setup = install_two_nodes(&cluster, &client, "mig").await?;
-    let ns = setup.ns.name.clone();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(&cluster, &pods, "counter", "a", COUNTER).await?;
-    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
-    counted_to(&cluster, &ns, "counter", 3).await?;
-
-    let archive = checkpoint_on_a(&setup, &client).await?;
+    let Migration {
+        archive,
+        setup,
+        ns,
+        client,
+        cluster,
+    } = counter_checkpointed_on_a("mig", COUNTER, 3).await?;
     let sha_on_a = sha256(&archive.0)?;
     let at_checkpoint = count(&cluster, &ns, ("counter", MAIN))?;
     let uid = restore(&setup, &client, "from-a", &archive).await?;
@@ -173,15 +197,13 @@ const BIG_COUNTER: &str = "dd if=/dev/urandom of=/ballast bs=1M count=96 2>/dev/
 #[tokio::test]
 async fn killing_the_source_agent_during_the_transfer_fails_clearly_and_a_retry_completes()
 -> Result<()> {
-    let cluster = cluster_with_nodes(&["a", "b"]);
-    let client = cluster.client().await?;
-    let mut setup = install_two_nodes(&cluster, &client, "mig-kill").await?;
-    let ns = setup.ns.name.clone();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(&cluster, &pods, "counter", "a", BIG_COUNTER).await?;
-    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
-    counted_to(&cluster, &ns, "counter", 2).await?;
-    let archive = checkpoint_on_a(&setup, &client).await?;
+    let Migration {
+        archive,
+        mut setup,
+        ns,
+        client,
+        cluster: _,
+    } = counter_checkpointed_on_a("mig-kill", BIG_COUNTER, 2).await?;
     let size = std::fs::metadata(&archive.0)?.len();
     assert!(
         size > 64 << 20,
@@ -238,15 +260,13 @@ async fn killing_the_source_agent_during_the_transfer_fails_clearly_and_a_retry_
 #[tokio::test]
 async fn bytes_changed_after_the_source_hashed_them_fail_the_digest_and_nothing_is_restored()
 -> Result<()> {
-    let cluster = cluster_with_nodes(&["a", "b"]);
-    let client = cluster.client().await?;
-    let setup = install_two_nodes(&cluster, &client, "mig-flip").await?;
-    let ns = setup.ns.name.clone();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    start_pod(&cluster, &pods, "counter", "a", BIG_COUNTER).await?;
-    start_pod(&cluster, &pods, "forensic", "b", IDLE).await?;
-    counted_to(&cluster, &ns, "counter", 2).await?;
-    let archive = checkpoint_on_a(&setup, &client).await?;
+    let Migration {
+        archive,
+        setup,
+        ns,
+        client,
+        cluster,
+    } = counter_checkpointed_on_a("mig-flip", BIG_COUNTER, 2).await?;
     let size = std::fs::metadata(&archive.0)?.len();
 
     let uid = restore(&setup, &client, "flipped", &archive).await?;
