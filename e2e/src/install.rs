@@ -22,14 +22,15 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{ApiResource, DeleteParams, DynamicObject},
+    api::{ApiResource, DeleteParams, DynamicObject, PostParams},
 };
 use podrestore_crds::{
-    CHART_CHECKPOINT_CRD_PATH, CHART_CRD_PATH, podcheckpoint::PodCheckpoint, v1alpha1::PodRestore,
+    CHART_CHECKPOINT_CRD_PATH, CHART_CRD_PATH, podcheckpoint::PodCheckpoint,
+    podcheckpoint::condition as pcp, v1alpha1::PodRestore,
 };
 use serde_json::{Value, json};
 
-use crate::{Cluster, TestNamespace, wait_until};
+use crate::{Cluster, TestNamespace, pods::Archive, wait_until};
 
 /// How long the operator gets to issue certificates and report conditions.
 pub const CONDITION: Duration = Duration::from_secs(60);
@@ -220,6 +221,36 @@ pub fn podcheckpoint(ns: &str, name: &str, spec: Value) -> Result<DynamicObject>
         "metadata": {"name": name, "namespace": ns},
         "spec": spec,
     }))?)
+}
+
+/// Creates PodCheckpoint `name` in `ns` with `spec` and waits (at most
+/// `timeout`) until it has checkpointed; returns its status and the archive
+/// it names, removed when the scenario ends. `logs` is appended to a failure.
+pub async fn checkpointed(
+    client: &kube::Client,
+    ns: &str,
+    (name, spec): (&str, Value),
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) -> Result<(Value, Archive)> {
+    let checkpoints = podcheckpoints(client, ns);
+    checkpoints
+        .create(&PostParams::default(), &podcheckpoint(ns, name, spec)?)
+        .await?;
+    condition(
+        &checkpoints,
+        name,
+        (pcp::CHECKPOINTED, "True", pcp::reason::CHECKPOINT_SUCCEEDED),
+        timeout,
+        logs,
+    )
+    .await?;
+    let status = checkpoints.get(name).await?.data["status"].clone();
+    let path = status["archivePath"]
+        .as_str()
+        .with_context(|| format!("no archivePath in {status}"))?;
+    let archive = Archive(path.into());
+    Ok((status, archive))
 }
 
 /// Waits until condition `type_` of PodRestore `name` has `status` and

@@ -9,23 +9,18 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::PostParams};
-use podrestore_crds::{
-    condition::{kind, reason},
-    podcheckpoint::condition as pcp,
-};
+use podrestore_crds::condition::{kind, reason};
 use podrestore_e2e::{
     cluster_with_nodes,
     host::sha256,
     install::{
-        condition, install_checkpoint_crd, install_two_nodes, kubelet_root, podcheckpoint,
-        podcheckpoints, podrestore, podrestores,
+        checkpointed, condition, install_checkpoint_crd, install_two_nodes, kubelet_root,
+        podrestore, podrestores,
     },
-    pods::{
-        Archive, MAIN, PodOptions, apply_forensic_pod, count, counted_to, create_pod, running, sh,
-    },
+    pods::{MAIN, PodOptions, apply_forensic_pod, count, counted_to, create_pod, running, sh},
 };
 use serde_json::json;
 
@@ -62,30 +57,18 @@ async fn forensic_migration_across_nodes() -> Result<()> {
     assert!(reached.contains("reached"), "probe got {reached:?}");
 
     // Checkpoint on a through a PodCheckpoint.
-    let checkpoints = podcheckpoints(&client, &ns);
-    let spec = json!({"podName": "suspect", "container": "main"});
-    checkpoints
-        .create(
-            &PostParams::default(),
-            &podcheckpoint(&ns, "suspect", spec)?,
-        )
-        .await?;
-    condition(
-        &checkpoints,
-        "suspect",
-        (pcp::CHECKPOINTED, "True", pcp::reason::CHECKPOINT_SUCCEEDED),
+    let (taken, archive) = checkpointed(
+        &client,
+        &ns,
+        (
+            "suspect",
+            json!({"podName": "suspect", "container": "main"}),
+        ),
         STEP,
         || setup.logs(),
     )
     .await?;
-    let taken = checkpoints.get("suspect").await?.data["status"].clone();
     assert_eq!(taken["nodeName"], json!("a"), "{taken}");
-    let archive = Archive(
-        taken["archivePath"]
-            .as_str()
-            .with_context(|| format!("no archivePath in {taken}"))?
-            .into(),
-    );
     assert!(archive.0.starts_with(kubelet_root("a")?), "{taken}");
     let on_a = sha256(&archive.0)?;
     assert_eq!(taken["sha256"], json!(on_a), "{taken}");

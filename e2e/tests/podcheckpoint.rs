@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::PostParams};
 use podrestore_crds::{
@@ -19,12 +19,12 @@ use podrestore_e2e::{
     cluster,
     host::sha256,
     install::{
-        AgentPlace, condition, install, install_checkpoint_crd, podcheckpoint, podcheckpoints,
-        podrestore, podrestores,
+        AgentPlace, checkpointed, condition, install, install_checkpoint_crd, podcheckpoint,
+        podcheckpoints, podrestore, podrestores,
     },
     pods::{
-        Archive, MAIN, PodOptions, apply_forensic_pod, count, counted_to, create_pod, exec,
-        running, sh, start_pod,
+        MAIN, PodOptions, apply_forensic_pod, count, counted_to, create_pod, exec, running, sh,
+        start_pod,
     },
 };
 use serde_json::json;
@@ -50,24 +50,15 @@ async fn checkpoint_through_podcheckpoint_and_restore_it_by_name() -> Result<()>
     counted_to(&cluster, &ns, ("counter", MAIN), 3, Duration::from_secs(60)).await?;
 
     // The PodCheckpoint reaches Checkpointed with the archive's facts.
-    let checkpoints = podcheckpoints(&client, &ns);
-    let spec = json!({"podName": "counter"});
-    checkpoints
-        .create(&PostParams::default(), &podcheckpoint(&ns, "snap", spec)?)
-        .await?;
-    condition(
-        &checkpoints,
-        "snap",
-        (pcp::CHECKPOINTED, "True", pcp::reason::CHECKPOINT_SUCCEEDED),
+    let (status, archive) = checkpointed(
+        &client,
+        &ns,
+        ("snap", json!({"podName": "counter"})),
         STEP,
         || setup.logs(),
     )
     .await?;
-    let status = checkpoints.get("snap").await?.data["status"].clone();
-    let path = status["archivePath"]
-        .as_str()
-        .with_context(|| format!("no archivePath in {status}"))?;
-    let archive = Archive(path.into());
+    let path = archive.0.display().to_string();
     assert!(
         archive.0.starts_with(&setup.checkpoints),
         "archive {path} is outside {}",
@@ -236,29 +227,17 @@ async fn restore_into_forensic_pod() -> Result<()> {
     let reached = sh(&cluster, &ns, ("probe", MAIN), &reach)?;
     assert!(reached.contains("reached"), "probe got {reached:?}");
 
-    let checkpoints = podcheckpoints(&client, &ns);
-    let spec = json!({"podName": "suspect", "container": "main"});
-    checkpoints
-        .create(
-            &PostParams::default(),
-            &podcheckpoint(&ns, "suspect", spec)?,
-        )
-        .await?;
-    condition(
-        &checkpoints,
-        "suspect",
-        (pcp::CHECKPOINTED, "True", pcp::reason::CHECKPOINT_SUCCEEDED),
+    let (_, _archive) = checkpointed(
+        &client,
+        &ns,
+        (
+            "suspect",
+            json!({"podName": "suspect", "container": "main"}),
+        ),
         STEP,
         || setup.logs(),
     )
     .await?;
-    let status = checkpoints.get("suspect").await?.data["status"].clone();
-    let _archive = Archive(
-        status["archivePath"]
-            .as_str()
-            .with_context(|| format!("no archivePath in {status}"))?
-            .into(),
-    );
 
     let restores = podrestores(&client, &ns);
     let spec = json!({
